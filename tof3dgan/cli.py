@@ -1,4 +1,4 @@
-"""The `tof3dgan` command: `demo`, `train`, `generate`, `presets`. Thin: each command calls one function.
+"""The `tof3dgan` command: `demo`, `prepare`, `train`, `generate`, `presets`. Thin: each command calls one function.
 
 Docs: https://tof3dgan.github.io/tof3dgan/api/cli.html.md"""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 from .core import PRESETS, TofError, get_preset
 
 # %% auto #0
-__all__ = ['cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_presets', 'parser', 'main']
+__all__ = ['cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_prepare', 'cmd_presets', 'parser', 'main']
 
-# %% ../nbs/api/09_cli.ipynb #08dd21a7
+# %% ../nbs/api/09_cli.ipynb #e7ee0b6f
 def _overrides(a) -> dict:
     o = {k: v for k, v in (("epochs", a.epochs), ("precision", a.precision), ("gp_mode", a.gp_mode),
                             ("seed", a.seed), ("n_train", a.n_train), ("batch_size", a.batch_size)) if v is not None}
@@ -41,6 +41,27 @@ def cmd_generate(a):
                    device=a.device, overwrite=a.overwrite, progress=not a.quiet)
     print(f"Wrote {a.n} synthetic image/label pairs to {out} (imagesTr/, labelsTr/, dataset.json)")
 
+def _floats(s, n=None, what="value"):
+    try: v = tuple(float(x) for x in s.split(","))
+    except ValueError: raise TofError(f"{what} {s!r} must be comma-separated numbers.") from None
+    if n and len(v) != n: raise TofError(f"{what} {s!r} needs {n} comma-separated numbers.")
+    return v
+
+def cmd_prepare(a):
+    from tof3dgan.data import PatchSpec, PrepareConfig, prepare
+    patch = tuple(int(v) for v in _floats(a.patch, 3, "--patch"))
+    spec = PatchSpec(patch=patch, systematic=not a.no_systematic, n_random=a.n_random, n_seg=a.n_seg, seed=a.seed)
+    cfg = PrepareConfig(spec=spec, n4=not a.no_n4, denoise=a.denoise,
+                        spacing=None if a.spacing == "keep" else _floats(a.spacing, 3, "--spacing"),
+                        splits=_floats(a.splits, 3, "--splits"),
+                        label_classes=tuple(int(v) for v in _floats(a.label_classes, None, "--label-classes")) if a.label_classes else None,
+                        label_threshold=a.label_threshold, skip_bad=a.skip_bad)
+    idx = prepare(a.src, a.out, cfg, labels=a.labels, brain_masks=a.brain_masks, overwrite=a.overwrite, progress=not a.quiet)
+    sp = idx["splits"]
+    print(f"Patch store {a.out}: {len(idx['cases'])} cases (train {len(sp['train'])}, val {len(sp['val'])}, test {len(sp['test'])}), "
+          + ", ".join(f"{k} {v['n']} patches" for k, v in idx["stores"].items())
+          + (f"; skipped {len(idx['skipped'])} bad cases" if idx["skipped"] else ""))
+
 def cmd_presets(a):
     for k, c in PRESETS.items():
         print(f"{k:<14} width={c.width:<5} patch={'x'.join(map(str, c.patch)):<11} critic={c.critic_norm:<9} "
@@ -59,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true"); common(d); d.set_defaults(fn=cmd_demo)
     t = sub.add_parser("train", help="train a GAN")
     t.add_argument("--preset", required=True, help=f"one of {', '.join(PRESETS)}")
-    t.add_argument("--data", default="phantom", help="'phantom' or a folder with imagesTr/ and labelsTr/ patch pairs")
+    t.add_argument("--data", default="phantom", help="'phantom', a patch store from `prepare`, or a folder of imagesTr/ labelsTr/ patch pairs")
     t.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.csv, snapshots/)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--epochs", type=int); t.add_argument("--precision", choices=["fp32", "mixed", "fp16", "bf16"])
@@ -72,6 +93,21 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--bn", choices=["train", "eval"], help="BatchNorm statistics when sampling (default: preset's, 'train')")
     g.add_argument("--batch-size", type=int, default=4); g.add_argument("--seed", type=int, default=0)
     g.add_argument("--overwrite", action="store_true"); common(g); g.set_defaults(fn=cmd_generate)
+    r = sub.add_parser("prepare", help="turn TOF-MRA cases into GAN and U-Net patch stores")
+    r.add_argument("src", help="nnU-Net raw folder (imagesTr/, labelsTr/), an image folder (with --labels) or a CSV")
+    r.add_argument("out", help="output folder for the patch store")
+    r.add_argument("--labels", help="label folder matched to SRC by case name"); r.add_argument("--brain-masks", help="brain mask folder")
+    r.add_argument("--label-classes", help="merge these label values into 'vessel', e.g. 1,2,3 (multi-class labels)")
+    r.add_argument("--label-threshold", type=float, help="binarise probabilistic labels at this value")
+    r.add_argument("--skip-bad", action="store_true", help="skip (and report) invalid cases instead of stopping")
+    r.add_argument("--no-n4", action="store_true", help="no N4 bias-field correction")
+    r.add_argument("--denoise", default="curvature_flow", choices=["curvature_flow", "gaussian", "none"])
+    r.add_argument("--spacing", default="0.5,0.5,0.7", help="target spacing in mm, or 'keep'")
+    r.add_argument("--patch", default="128,128,64"); r.add_argument("--n-random", type=int, default=32)
+    r.add_argument("--n-seg", type=int, default=250); r.add_argument("--no-systematic", action="store_true")
+    r.add_argument("--splits", default="0.65,0.17,0.18", help="train,val,test fractions of patients")
+    r.add_argument("--seed", type=int, default=0); r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--quiet", action="store_true"); r.set_defaults(fn=cmd_prepare)
     s = sub.add_parser("presets", help="list presets"); s.set_defaults(fn=cmd_presets)
     return p
 

@@ -1,0 +1,176 @@
+import csv, json, os
+from pathlib import Path
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import SHARED, run_cli
+from tof3dgan.core import TofError
+from tof3dgan.data import (Case, PatchSpec, PatchStore, PrepareConfig, case_origins, denoise, example_dataset, find_cases,
+                           load_case, n4_correct, prepare, read_volume, skull_strip, split_cases, to_u8)
+from tof3dgan.patches import crop, grid_starts
+from tof3dgan.phantom import make_phantom
+
+AFF = np.diag([0.5, 0.5, 0.7, 1.0])
+
+def save(p, a, aff=AFF):
+    p.parent.mkdir(parents=True, exist_ok=True); nib.save(nib.Nifti1Image(a, aff), p); return p
+
+@pytest.fixture
+def good(tmp_path):
+    ph = make_phantom((48, 56, 24), seed=1)
+    return save(tmp_path / "img.nii.gz", ph.image), save(tmp_path / "lab.nii.gz", ph.label), ph
+
+def _bad_case(tmp_path, good, kind):
+    img, lab, ph = good
+    if kind == "shape": return Case("c", img, save(tmp_path / "b.nii.gz", ph.label[:-1]))
+    if kind == "affine": return Case("c", img, save(tmp_path / "b.nii.gz", ph.label, np.diag([0.6, 0.5, 0.7, 1])))
+    if kind == "nonbinary": return Case("c", img, save(tmp_path / "b.nii.gz", ph.label * 0.7 + 0.1))
+    if kind == "multiclass": return Case("c", img, save(tmp_path / "b.nii.gz", (ph.label * 7).astype(np.uint8)))
+    if kind == "empty": return Case("c", img, save(tmp_path / "b.nii.gz", np.zeros_like(ph.label)))
+    if kind in ("nan", "inf"):
+        x = ph.image.copy(); x[3, 3, 3] = np.nan if kind == "nan" else np.inf
+        return Case("c", save(tmp_path / "b.nii.gz", x), lab)
+    if kind == "2d": return Case("c", save(tmp_path / "b.nii.gz", ph.image[:, :, 0]), lab)
+    if kind == "4d": return Case("c", save(tmp_path / "b.nii.gz", np.stack([ph.image] * 2, -1)), lab)
+    if kind == "truncated":
+        b = tmp_path / "b.nii.gz"; b.write_bytes(img.read_bytes()[:200]); return Case("c", b, lab)
+    if kind == "not_an_image":
+        b = tmp_path / "b.nii.gz"; b.write_text("hello"); return Case("c", b, lab)
+    if kind == "wrong_type":
+        b = tmp_path / "b.png"; b.write_bytes(b"\x89PNG"); return Case("c", b, lab)
+    raise ValueError(kind)
+
+@pytest.mark.parametrize("kind,msg", [
+    ("shape", "same grid"), ("affine", "affines differ"), ("nonbinary", "--label-threshold"),
+    ("multiclass", "--label-classes"), ("empty", "empty"), ("nan", "NaN or infinite"), ("inf", "NaN or infinite"),
+    ("2d", "3D volume"), ("4d", "3D volume"), ("truncated", "truncated, corrupt"), ("not_an_image", "truncated, corrupt"),
+    ("wrong_type", "not a volume file")])
+def test_each_validation_error_names_file_and_fix(tmp_path, good, kind, msg):
+    case = _bad_case(tmp_path, good, kind)
+    with pytest.raises(TofError, match=msg) as e:
+        load_case(case)
+    assert "b." in str(e.value) and str(e.value).count(". ") <= 1          # one sentence, naming the bad file
+
+def test_label_classes_merge_multiclass(tmp_path, good):
+    img, lab, ph = good
+    multi = (ph.label * 7).astype(np.uint8); multi[:5] *= 0; multi[:5][ph.label[:5] == 1] = 3
+    d = load_case(Case("c", img, save(tmp_path / "m.nii.gz", multi)), label_classes=(3, 7))
+    assert np.array_equal(d["label"], ph.label == 1)
+
+def test_duplicate_case_names_and_missing_label(tmp_path, good):
+    img, lab, ph = good
+    p = tmp_path / "cases.csv"
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f); w.writerow(["case", "image", "label"]); w.writerows([["a", img, lab], ["a", img, lab]])
+    with pytest.raises(TofError, match="appears twice"): find_cases(p)
+    (tmp_path / "ds" / "imagesTr").mkdir(parents=True); (tmp_path / "ds" / "labelsTr").mkdir()
+    save(tmp_path / "ds" / "imagesTr" / "x_0000.nii.gz", ph.image)
+    with pytest.raises(TofError, match="has no label"): find_cases(tmp_path / "ds")
+
+def test_three_layouts_find_the_same_cases(tmp_path, good):
+    img, lab, ph = good
+    for n in ("p1", "p2"):
+        save(tmp_path / "nn" / "imagesTr" / f"{n}_0000.nii.gz", ph.image); save(tmp_path / "nn" / "labelsTr" / f"{n}.nii.gz", ph.label)
+        save(tmp_path / "im" / f"{n}.nii.gz", ph.image); save(tmp_path / "lb" / f"{n}.nii.gz", ph.label)
+    with open(tmp_path / "c.csv", "w", newline="") as f:
+        w = csv.writer(f); w.writerow(["case", "image", "label"])
+        w.writerows([[n, f"im/{n}.nii.gz", f"lb/{n}.nii.gz"] for n in ("p1", "p2")])
+    names = lambda cs: [c.name for c in cs]
+    assert names(find_cases(tmp_path / "nn")) == names(find_cases(tmp_path / "im", tmp_path / "lb")) == names(find_cases(tmp_path / "c.csv")) == ["p1", "p2"]
+
+def test_mha_and_nifti_read_to_the_same_ras_array(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    a = np.random.default_rng(0).random((7, 6, 5)).astype(np.float32)
+    save(tmp_path / "a.nii.gz", a, np.diag([-0.5, -0.5, 0.7, 1.0]))          # LPS-ordered axes, like ITK
+    s = sitk.GetImageFromArray(a.transpose(2, 1, 0)); s.SetSpacing((0.5, 0.5, 0.7)); sitk.WriteImage(s, str(tmp_path / "a.mha"))
+    (n, na), (m, ma) = read_volume(tmp_path / "a.nii.gz"), read_volume(tmp_path / "a.mha")
+    assert np.array_equal(n, m) and np.allclose(na[:3, :3], ma[:3, :3])
+
+def test_paper_grid_offsets():
+    assert grid_starts(312, 128) == [0, 92, 184] and grid_starts(384, 128) == [0, 128, 256] and grid_starts(127, 64) == [0, 63]
+    o = case_origins(np.ones((312, 384, 127), bool), PatchSpec(), "gan", seed=0)
+    sysm = sorted(x for x, k in o if k == "systematic")
+    assert len(sysm) == 18 and {x[0] for x in sysm} == {0, 92, 184} and {x[1] for x in sysm} == {0, 128, 256} and {x[2] for x in sysm} == {0, 63}
+    assert sum(k == "random" for _, k in o) == 32
+    assert len(case_origins(np.ones((312, 384, 127), bool), PatchSpec(), "seg", seed=0)) == 250
+
+def test_splits_never_share_a_patient():
+    for seed in range(5):
+        s = split_cases([f"c{i}" for i in range(20)], (0.6, 0.2, 0.2), seed)
+        allp = s["train"] + s["val"] + s["test"]
+        assert len(allp) == len(set(allp)) == 20
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    src = example_dataset(root / "raw", n_phantoms=4, shape=(64, 72, 32), seed=3)
+    cfg = PrepareConfig(spec=PatchSpec(patch=(32, 32, 16), n_random=6, n_seg=8, seed=1), spacing=None, splits=(0.5, 0.25, 0.25))
+    idx = prepare(src, root / "store", cfg, progress=False)
+    return root, src, cfg, idx
+
+def test_store_round_trip_and_vessel_centres(store):
+    root, src, cfg, idx = store
+    st = PatchStore(root / "store", "gan_train")
+    assert len(st) == idx["stores"]["gan_train"]["n"] == 2 * (len(case_origins(np.ones((64, 72, 32), bool), cfg.spec, "gan", 0)))
+    vols = {n: (nib.load(root / "store" / "volumes" / f"{n}_image.nii.gz").get_fdata(dtype=np.float32),
+                np.asanyarray(nib.load(root / "store" / "volumes" / f"{n}_label.nii.gz").dataobj)) for n in idx["splits"]["train"]}
+    for i, r in enumerate(st.records):
+        img, lab = vols[r["case"]]
+        x = st[i]
+        assert np.array_equal(x[0], to_u8(crop(img, r["origin"], cfg.spec.patch)).astype(np.float32) / 127.5 - 1)
+        assert np.array_equal(x[1], crop(lab, r["origin"], cfg.spec.patch).astype(np.float32))
+        if r["kind"] == "random": assert x[1, 16, 16, 8] == 1
+    assert {r["case"] for r in st.records} == set(idx["splits"]["train"])
+    assert {r["case"] for r in PatchStore(root / "store", "seg_val").records} == set(idx["splits"]["val"])
+    assert not set(idx["splits"]["train"]) & set(idx["splits"]["val"] + idx["splits"]["test"])
+
+def test_prepare_twice_is_a_no_op(store):
+    root, src, cfg, idx = store
+    before = {p: p.stat().st_mtime_ns for p in (root / "store").rglob("*")}
+    again = prepare(src, root / "store", cfg, progress=False)
+    assert again["fingerprint"] == idx["fingerprint"]
+    assert {p: p.stat().st_mtime_ns for p in (root / "store").rglob("*")} == before
+    with pytest.raises(TofError, match="other inputs or settings"):
+        prepare(src, root / "store", PrepareConfig(spec=PatchSpec(patch=(32, 32, 16), n_random=7), spacing=None), progress=False)
+
+def test_cli_prepare_skip_bad_and_train_from_store(tmp_path):
+    src = example_dataset(tmp_path / "raw", n_phantoms=3, shape=(64, 72, 32), seed=5)
+    save(tmp_path / "raw" / "imagesTr" / "broken_0000.nii.gz", np.full((64, 72, 32), np.nan, np.float32))
+    save(tmp_path / "raw" / "labelsTr" / "broken.nii.gz", np.ones((64, 72, 32), np.uint8))
+    args = ["prepare", src, tmp_path / "store", "--patch", "16,16,8", "--n-random", 4, "--n-seg", 4, "--spacing", "keep",
+            "--splits", "0.34,0.33,0.33", "--quiet"]
+    r = run_cli(*args)
+    assert r.returncode == 2 and "broken_0000.nii.gz contains NaN" in r.stderr and not (tmp_path / "store").exists()
+    r = run_cli(*args, "--skip-bad", check=True)
+    assert "skipped broken" in r.stdout and "skipped 1 bad cases" in r.stdout
+    idx = json.loads((tmp_path / "store" / "index.json").read_text())
+    assert idx["skipped"][0]["case"] == "broken" and "broken" not in idx["cases"]
+    r = run_cli("train", "--preset", "quick", "--data", tmp_path / "store", "--out", tmp_path / "run", "--epochs", 1, "--quiet", check=True)
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    r = run_cli("train", "--preset", "demo", "--data", tmp_path / "store", "--out", tmp_path / "run2", "--quiet")
+    assert r.returncode == 2 and "holds (16, 16, 8) patches" in r.stderr
+
+@pytest.mark.skipif(not (SHARED / "vessel_masks").exists(), reason="shared real data not present")
+def test_real_vessel_masks_through_prepare(tmp_path):
+    masks = sorted((SHARED / "vessel_masks").glob("Normal001-MRA-*.nii.gz"))[:2] + [SHARED / "vessel_masks" / "IXI022-Guys-0701-MRA-STAPLE.nii.gz"]
+    src = example_dataset(tmp_path / "raw", masks, n_phantoms=0, crop_to=(96, 96, 48))
+    cfg = PrepareConfig(spec=PatchSpec(patch=(32, 32, 16), n_random=8, n_seg=8), spacing=(0.5, 0.5, 0.7), splits=(0.34, 0.33, 0.33))
+    idx = prepare(src, tmp_path / "store", cfg, progress=False)
+    assert len(idx["cases"]) == 3 and all(c["spacing"] == [0.5, 0.5, 0.7] for c in idx["cases"].values())
+    st = PatchStore(tmp_path / "store", "gan_train")
+    frac = np.mean([st[i][1].mean() for i in range(len(st))])
+    assert 0.002 < frac < 0.3
+
+@pytest.mark.skipif(not (SHARED / "tof_images").exists(), reason="shared real data not present")
+@pytest.mark.parametrize("name", ["chris_MRA.nii.gz", "topcow_crop_mra.mha"])
+def test_preprocessing_on_real_tof(name):
+    img, aff = read_volume(SHARED / "tof_images" / name)
+    from tof3dgan.data import spacing_of
+    sp = spacing_of(aff)
+    img = img.astype(np.float32)
+    out = denoise(n4_correct(img, sp), sp)
+    assert out.shape == img.shape and np.isfinite(out).all()
+    hi = img > np.percentile(img, 99.5)                        # the brightest voxels (vessels) stay the brightest
+    assert out[hi].mean() > 2 * np.median(out[img > np.percentile(img, 50)])
+    ratio = np.percentile(out, 99) / np.percentile(img, 99)
+    assert 0.3 < ratio < 3                                     # N4 keeps the intensity scale
