@@ -100,7 +100,7 @@ def test_unwritable_output(quick_run, tmp_path):
 
 def test_resume_without_checkpoint(tmp_path):
     msg = _one_error_line(run_cli("train", "--preset", "quick", "--out", tmp_path / "new", "--resume", "--quiet"))
-    assert "does not exist" in msg
+    assert "holds no checkpoint" in msg
 
 def test_presets_listed():
     r = run_cli("presets", check=True)

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 from tof3dgan.core import TofError, get_preset
-from tof3dgan.train import Trainer, gradient_penalty, interpolate, load_checkpoint, load_pairs, sample
+from tof3dgan.train import Trainer, gradient_penalty, interpolate, load_pairs, sample
+from tof3dgan.checkpoint import load_checkpoint
 from conftest import run_cli
 
 class Linear(nn.Module):

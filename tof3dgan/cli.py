@@ -1,4 +1,4 @@
-"""The `tof3dgan` command: `demo`, `prepare`, `train`, `generate`, `presets`. Thin: each command calls one function.
+"""The `tof3dgan` command: `demo`, `prepare`, `train`, `generate`, `export`, `evaluate`, `presets`. Thin: each command calls one function.
 
 Docs: https://tof3dgan.github.io/tof3dgan/api/cli.html.md"""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 from .core import PRESETS, TofError, get_preset
 
 # %% auto #0
-__all__ = ['cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_prepare', 'cmd_presets', 'parser', 'main']
+__all__ = ['cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_prepare', 'cmd_export', 'cmd_evaluate', 'cmd_presets', 'parser', 'main']
 
-# %% ../nbs/api/09_cli.ipynb #e7ee0b6f
+# %% ../nbs/api/09_cli.ipynb #f84830bd
 def _overrides(a) -> dict:
     o = {k: v for k, v in (("epochs", a.epochs), ("precision", a.precision), ("gp_mode", a.gp_mode),
                             ("seed", a.seed), ("n_train", a.n_train), ("batch_size", a.batch_size)) if v is not None}
@@ -27,9 +27,10 @@ def cmd_demo(a):
     for k, v in s["paths"].items(): print(f"  {k:<10} {v}")
 
 def cmd_train(a):
-    from tof3dgan.train import Trainer, load_pairs, check_resume
+    from tof3dgan.train import Trainer, load_pairs
+    from tof3dgan.checkpoint import check_resume
     cfg = get_preset(a.preset, **_overrides(a))
-    if a.resume: check_resume(a.out, cfg)          # fail fast, before the data is made or read
+    if a.resume: check_resume(a.out, cfg, verbose=False)   # fail fast, before the data is made or read
     tr = Trainer(cfg, load_pairs(a.data, cfg, progress=not a.quiet), a.out, device=a.device, resume=a.resume,
                  progress=not a.quiet)
     tr.fit()
@@ -61,6 +62,24 @@ def cmd_prepare(a):
     print(f"Patch store {a.out}: {len(idx['cases'])} cases (train {len(sp['train'])}, val {len(sp['val'])}, test {len(sp['test'])}), "
           + ", ".join(f"{k} {v['n']} patches" for k, v in idx["stores"].items())
           + (f"; skipped {len(idx['skipped'])} bad cases" if idx["skipped"] else ""))
+
+def cmd_export(a):
+    from tof3dgan.checkpoint import export_generator
+    out = export_generator(a.checkpoint, a.out)
+    print(f"Wrote the generator of {a.checkpoint} to {out} (safetensors; config and weight checksum in its metadata)")
+
+def cmd_evaluate(a):
+    from tof3dgan.metrics import evaluate
+    real = a.real
+    if (Path(a.real) / "index.json").exists():
+        from tof3dgan.data import PatchStore
+        real = PatchStore(a.real, a.real_set)
+    res = evaluate(real, a.synthetic, medicalnet_weights=a.medicalnet_weights, weights_sha256=a.medicalnet_sha256,
+                   out=a.out, overwrite=a.overwrite, progress=not a.quiet, seed=a.seed)
+    p, q = res["prd"], res["prdc"]
+    print(f"FID {res['fid']:.4g}  PRD-AUC {p['prd_auc']:.3f}  F8 {p['f8']:.3f}  F1/8 {p['f1_8']:.3f}  precision {q['precision']:.3f}  "
+          f"recall {q['recall']:.3f}  density {q['density']:.3f}  coverage {q['coverage']:.3f}  ({res['features']['weights']})")
+    print(f"Wrote metrics.json, metrics.csv, prd.png, topology.csv to {a.out}")
 
 def cmd_presets(a):
     for k, c in PRESETS.items():
@@ -108,6 +127,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--splits", default="0.65,0.17,0.18", help="train,val,test fractions of patients")
     r.add_argument("--seed", type=int, default=0); r.add_argument("--overwrite", action="store_true")
     r.add_argument("--quiet", action="store_true"); r.set_defaults(fn=cmd_prepare)
+    x = sub.add_parser("export", help="write a checkpoint's generator as a shareable .safetensors file")
+    x.add_argument("--checkpoint", required=True); x.add_argument("--out", required=True); x.set_defaults(fn=cmd_export)
+    e = sub.add_parser("evaluate", help="FID, PRD, precision/recall/density/coverage and label topology, real vs synthetic")
+    e.add_argument("--real", required=True, help="a patch store from `prepare` or a folder of imagesTr/ labelsTr/ pairs")
+    e.add_argument("--real-set", default="gan_train", help="which patch set of a store to compare with (default gan_train)")
+    e.add_argument("--synthetic", required=True, help="a folder written by `tof3dgan generate`")
+    e.add_argument("--out", required=True); e.add_argument("--medicalnet-weights", help="path to resnet_10_23dataset.pth")
+    e.add_argument("--medicalnet-sha256", help="expected SHA-256 of the weights file")
+    e.add_argument("--seed", type=int, default=0); e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--quiet", action="store_true"); e.set_defaults(fn=cmd_evaluate)
     s = sub.add_parser("presets", help="list presets"); s.set_defaults(fn=cmd_presets)
     return p
 
