@@ -13,11 +13,12 @@ from .core import PRESETS, TofError, get_preset
 # %% auto #0
 __all__ = ['cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_prepare', 'cmd_export', 'cmd_evaluate', 'cmd_presets', 'parser', 'main']
 
-# %% ../nbs/api/09_cli.ipynb #f84830bd
+# %% ../nbs/api/09_cli.ipynb #ccb53c2f
 def _overrides(a) -> dict:
-    o = {k: v for k, v in (("epochs", a.epochs), ("precision", a.precision), ("gp_mode", a.gp_mode),
-                            ("seed", a.seed), ("n_train", a.n_train), ("batch_size", a.batch_size)) if v is not None}
-    if a.gp_through_g: o["gp_through_g"] = True
+    keys = ("epochs", "precision", "gp_mode", "seed", "n_train", "batch_size", "lr_d", "lr_g", "g_norm", "log_every")
+    o = {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
+    for k in ("gp_through_g", "channels_last", "compile", "fused_adam", "grad_checkpoint", "sync_bn", "reuse_fake"):
+        if getattr(a, k): o[k] = True
     return o
 
 def cmd_demo(a):
@@ -34,7 +35,7 @@ def cmd_train(a):
     tr = Trainer(cfg, load_pairs(a.data, cfg, progress=not a.quiet), a.out, device=a.device, resume=a.resume,
                  progress=not a.quiet)
     tr.fit()
-    print(f"Trained {cfg.name} for {tr.epoch} epochs ({tr.step} steps, skipped {tr.skipped}); checkpoint: {tr.ckpt_path}")
+    if tr.main: print(f"Trained {cfg.name} for {tr.epoch} epochs ({tr.step} steps, skipped {tr.skipped}); checkpoint: {tr.ckpt_path}")
 
 def cmd_generate(a):
     from tof3dgan.generate import generate
@@ -104,7 +105,14 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--epochs", type=int); t.add_argument("--precision", choices=["fp32", "mixed", "fp16", "bf16"])
     t.add_argument("--gp-mode", choices=["per_sample", "batch"]); t.add_argument("--gp-through-g", action="store_true")
-    t.add_argument("--seed", type=int); t.add_argument("--n-train", type=int); t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int); t.add_argument("--n-train", type=int)
+    t.add_argument("--batch-size", type=int, help="global batch (split over torchrun processes)")
+    t.add_argument("--lr-d", type=float); t.add_argument("--lr-g", type=float); t.add_argument("--g-norm", choices=["batch", "group"])
+    t.add_argument("--log-every", type=int, help="steps between loss read-outs (device syncs)")
+    t.add_argument("--channels-last", action="store_true"); t.add_argument("--compile", action="store_true", help="torch.compile the generator")
+    t.add_argument("--fused-adam", action="store_true"); t.add_argument("--grad-checkpoint", action="store_true")
+    t.add_argument("--reuse-fake", action="store_true", help="one generator forward per step (reuse the critic step's fake)")
+    t.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across torchrun processes (CUDA)")
     common(t); t.set_defaults(fn=cmd_train)
     g = sub.add_parser("generate", help="write synthetic NIfTI pairs from a checkpoint")
     g.add_argument("--checkpoint", required=True); g.add_argument("--n", type=int, required=True)

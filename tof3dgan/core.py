@@ -20,7 +20,7 @@ __all__ = ['PRESETS', 'TofError', 'GANConfig', 'get_preset', 'make_generator', '
 class TofError(Exception):
     "An error caused by the user's input, with a one-sentence message saying what to do."
 
-# %% ../nbs/api/01_core.ipynb #d4d18d23
+# %% ../nbs/api/01_core.ipynb #c50e3fb9
 @dataclass
 class GANConfig:
     "Every setting of a tof3dgan GAN run; presets are instances of this class."
@@ -47,6 +47,13 @@ class GANConfig:
     phantom_shape: tuple = (312, 384, 127)  # phantom head volume size when training on phantoms
     seed: int = 0
     snapshot_n: int = 4              # samples in the per-epoch snapshot PNG
+    log_every: int = 10              # steps between loss read-outs (one device sync per interval)
+    reuse_fake: bool = False         # generator step reuses the critic step's fake batch (one G forward per step)
+    channels_last: bool = False      # channels_last_3d memory format for both networks
+    fused_adam: bool = False         # fused Adam kernels (else foreach)
+    compile: bool = False            # torch.compile the generator
+    grad_checkpoint: bool = False    # recompute the generator's last block in backward (saves memory)
+    sync_bn: bool = False            # SyncBatchNorm in the generator across processes (CUDA only)
     keep_last: int = 3               # epoch checkpoints kept (older ones are deleted)
     diverge_steps: int = 50          # stop after this many consecutive non-finite or exploding steps
     max_abs_loss: float = 1e6        # a loss above this (in magnitude) counts as exploding
@@ -64,7 +71,8 @@ class GANConfig:
                   (self.width % 8 == 0 and self.width >= 8, f"width {self.width} must be a multiple of 8"),
                   (self.critic_norm != "instance" or any((p + 15) // 16 > 1 for p in self.patch),
                    f"an InstanceNorm critic needs a patch larger than 16 voxels along some axis (got {self.patch})"),
-                  (self.batch_size >= 1 and self.epochs >= 1 and self.n_critic >= 1, "batch_size, epochs, n_critic >= 1")]
+                  (self.batch_size >= 1 and self.epochs >= 1 and self.n_critic >= 1, "batch_size, epochs, n_critic >= 1"),
+                  (not (self.reuse_fake and self.n_critic != 1), "reuse_fake needs n_critic = 1")]
         for ok, msg in checks:
             if not ok: raise TofError(f"Invalid GAN setting: {msg}.")
 

@@ -15,7 +15,7 @@ from .core import GANConfig, get_preset
 # %% auto #0
 __all__ = ['Generator', 'Critic', 'init_weights', 'build_models', 'n_params', 'param_counts']
 
-# %% ../nbs/api/05_networks.ipynb #391dac3d
+# %% ../nbs/api/05_networks.ipynb #d5ce143f
 def _norm3d(kind: str, c: int) -> nn.Module:
     return nn.BatchNorm3d(c) if kind == "batch" else nn.GroupNorm(min(32, c), c)
 
@@ -36,10 +36,19 @@ class Generator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.out = nn.Conv3d(c, out_channels, 3, 1, 1)
 
+    checkpoint_blocks = False   # True: recompute the last block's upsample+conv and the output conv in backward
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.fc(z).view(z.shape[0], self.width, *self.base)
         x = torch.relu(self.norm0(x))
-        return torch.tanh(self.out(self.blocks(x)))
+        if not (self.checkpoint_blocks and torch.is_grad_enabled()):
+            return torch.tanh(self.out(self.blocks(x)))
+        from torch.utils.checkpoint import checkpoint
+        mods = list(self.blocks)
+        for m in mods[:-4]: x = m(x)
+        up, conv, norm, act = mods[-4:]
+        x = act(norm(checkpoint(lambda t: conv(up(t)), x, use_reentrant=False)))   # BatchNorm runs once, outside
+        return checkpoint(lambda t: torch.tanh(self.out(t)), x, use_reentrant=False)
 
 # %% ../nbs/api/05_networks.ipynb #6ee3613c
 class Critic(nn.Module):
