@@ -96,7 +96,8 @@ def pair(spec):
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas); opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     fast = {k: Trainer(_cfg({**spec, "overrides": {**spec.get("overrides", {}), **o}}), np.zeros((cfg.batch_size, 2, *cfg.patch), np.float32),
                        Path(tempfile.mkdtemp()) / "r", device=str(device), progress=False, tensorboard=False)
-            for k, o in (("ours", {}), ("ours_reuse_fake", {"reuse_fake": True}))}
+            for k, o in (("ours", {}), ("ours_reuse_fake", {"reuse_fake": True}), ("ours_channels_last", {"channels_last": True}),
+                         ("ours_channels_last_reuse_fake", {"channels_last": True, "reuse_fake": True}))}
     real, noise = _batch(cfg, device), torch.Generator().manual_seed(0)
     def t_ref():
         t0 = time.perf_counter()
@@ -112,7 +113,7 @@ def pair(spec):
         if device.type == "cuda": torch.cuda.synchronize()
         return (time.perf_counter() - t0) / spec["steps"]
     t_ref(); [t_fast(t) for t in fast.values()]                 # warm-up
-    res = {"reference": [], "ours": [], "ours_reuse_fake": []}
+    res = {"reference": [], **{k: [] for k in fast}}
     for _ in range(spec["repeats"]):
         res["reference"].append(t_ref())
         for k, t in fast.items(): res[k].append(t_fast(t))

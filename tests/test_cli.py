@@ -106,3 +106,12 @@ def test_presets_listed():
     r = run_cli("presets", check=True)
     for name in ("paper_gp", "paper_sn", "paper_sn_mp", "paper_c_sn_mp", "quick", "demo"):
         assert name in r.stdout
+
+def test_evaluate_cli_writes_table1(quick_run, tmp_path):
+    for name, seed in (("real", 1), ("syn", 0)):
+        run_cli("generate", "--checkpoint", quick_run / "checkpoint.pt", "--n", 12, "--out", tmp_path / name, "--seed", seed, "--quiet", check=True)
+    r = run_cli("evaluate", "--real", tmp_path / "real", "--synthetic", tmp_path / "syn", "--out", tmp_path / "eval", "--quiet", check=True)
+    assert "FID" in r.stdout and "random-init" in r.stdout
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert np.isfinite(m["fid"]) and 0 <= m["prd"]["prd_auc"] <= 1 and m["features"]["normalisation"] == "medicalnet"
+    for f in ("metrics.csv", "prd.png", "topology.csv"): assert (tmp_path / "eval" / f).exists()

@@ -22,7 +22,7 @@ from .medicalnet import extract_features, feature_info, load_medicalnet, medical
 # %% auto #0
 __all__ = ['FeatureStats', 'fid_from_stats', 'fid', 'prd_curve', 'f_beta', 'prd_auc', 'PRDResult', 'prd', 'plot_prd', 'prdc',
            'SegScore', 'seg_scores', 'score_cases', 'summarise_scores', 'vessel_topology', 'topology_compare', 'dice',
-           'threshold_segmenter', 'calibrate_threshold', 'label_fidelity', 'PairSet', 'evaluate']
+           'threshold_segmenter', 'calibrate_threshold', 'label_fidelity', 'PairSet', 'table1_row', 'evaluate']
 
 # %% ../nbs/api/07a_metrics.ipynb #1b309f6d
 def _features(x, name: str = "features") -> np.ndarray:
@@ -365,8 +365,8 @@ class PairSet:
         if not np.isin(lab, (0, 1)).all(): raise TofError(f"Label {where} is not binary (values other than 0/1); threshold it first.")
         return lab.astype(bool)
 
-# %% ../nbs/api/07a_metrics.ipynb #ed24596f
-def _table1_row(name: str, r: dict) -> dict:
+# %% ../nbs/api/07a_metrics.ipynb #c7c893f6
+def table1_row(name: str, r: dict) -> dict:
     t = r["topology"]
     return {"model": name, "FID": r["fid"], "PRD-AUC": r["prd"]["prd_auc"], "F8": r["prd"]["f8"], "F1/8": r["prd"]["f1_8"],
             "precision": r["prdc"]["precision"], "recall": r["prdc"]["recall"], "density": r["prdc"]["density"],
@@ -406,7 +406,7 @@ def evaluate(real, synthetic, medicalnet_weights=None, out=None, weights_sha256:
     if out is not None:
         with staging_dir(out, overwrite) as tmp:
             write_json(res, tmp / "metrics.json")
-            pd.DataFrame([_table1_row(name, res)]).to_csv(tmp / "metrics.csv", index=False)
+            pd.DataFrame([table1_row(name, res)]).to_csv(tmp / "metrics.csv", index=False)
             pd.DataFrame({"recall": p.recall, "precision": p.precision}).to_csv(tmp / "prd_curve.csv", index=False)
             topo_df.assign(case=[R.cases[i] if s == "real" else S.cases[i] for s, i in zip(topo_df.set, topo_df["index"])]
                            ).to_csv(tmp / "topology.csv", index=False)
