@@ -128,3 +128,19 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
         assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
     strip = lambda h: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in h]
     assert strip(a["history"]) == strip(b["history"])          # the log continues exactly, no duplicated rows
+
+def test_symmetric_label_encoding_end_to_end(pairs, tmp_path):
+    import json
+    from tof3dgan.generate import generate, to_volumes
+    from tof3dgan.train import encode_label
+    x = torch.from_numpy(pairs[:2])
+    enc = encode_label(x, "symmetric")
+    assert set(enc[:, 1].unique().tolist()) <= {-1.0, 1.0} and torch.equal(enc[:, 0], x[:, 0])
+    assert encode_label(x, "paper") is x
+    out = np.stack([np.zeros((2, 2, 2)), np.array([-0.5, -0.45, 0.0, 0.5] * 2).reshape(2, 2, 2)])
+    assert to_volumes(out, 0.3, "symmetric")[1].ravel().tolist() == [0, 0, 1, 1] * 2          # (o + 1) / 2 > 0.3 <=> o > -0.4
+    assert to_volumes(out, 0.3, "paper")[1].ravel().tolist() == [0, 0, 0, 1] * 2
+    cfg = get_preset("quick", epochs=1, label_encoding="symmetric")
+    Trainer(cfg, pairs, tmp_path / "r", progress=False).fit()
+    g = generate(tmp_path / "r" / "checkpoint.pt", 2, tmp_path / "syn", progress=False)
+    assert json.loads((g / "generation.json").read_text())["label_encoding"] == "symmetric"

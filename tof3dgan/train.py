@@ -23,7 +23,8 @@ from .networks import build_models, n_params
 from .checkpoint import check_resume, latest_valid, link_latest, load_checkpoint, load_state, rotate, save_checkpoint
 
 # %% auto #0
-__all__ = ['load_pairs', 'interpolate', 'gradient_penalty', 'resolve_precision', 'sample', 'init_distributed', 'Trainer']
+__all__ = ['load_pairs', 'interpolate', 'gradient_penalty', 'resolve_precision', 'encode_label', 'binarise_output', 'sample',
+           'init_distributed', 'Trainer']
 
 # %% ../nbs/api/06_train.ipynb #23d58784
 def _read_nifti(p: Path) -> np.ndarray:
@@ -91,7 +92,18 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "mixed": return torch.float16 if device.type == "cuda" else torch.bfloat16
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
-# %% ../nbs/api/06_train.ipynb #98e2f727
+# %% ../nbs/api/06_train.ipynb #df9337c0
+def encode_label(pairs: torch.Tensor, encoding: str) -> torch.Tensor:
+    "Pairs with the label channel in the GAN's encoding ({0,1} 'paper', {-1,1} 'symmetric')."
+    if encoding == "paper": return pairs
+    out = pairs.clone(); out[:, 1] = out[:, 1] * 2 - 1
+    return out
+
+def binarise_output(label_channel, threshold: float, encoding: str = "paper"):
+    "Binary label from the generator's label channel (numpy or torch), thresholded as the encoding prescribes."
+    return (label_channel > threshold) if encoding == "paper" else ((label_channel + 1) / 2 > threshold)
+
+# %% ../nbs/api/06_train.ipynb #5a10045b
 @torch.no_grad()
 def sample(g: nn.Module, z: torch.Tensor, bn: str = "train", autocast=None) -> torch.Tensor:
     "G(z) in float32 with BatchNorm in batch-statistics (`'train'`) or running-statistics (`'eval'`) mode, model unchanged."
@@ -106,7 +118,7 @@ def sample(g: nn.Module, z: torch.Tensor, bn: str = "train", autocast=None) -> t
         for k, v in g.named_buffers(): v.copy_(bufs[k])
     return out.float()
 
-# %% ../nbs/api/06_train.ipynb #44670f69
+# %% ../nbs/api/06_train.ipynb #32157eb2
 def init_distributed() -> tuple[int, int]:
     "(rank, world size): joins the process group when started by torchrun (NCCL on GPUs, gloo on CPUs)."
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
@@ -283,6 +295,7 @@ class Trainer:
                     real = to_pairs(torch.from_numpy(self.data.uint8(idx)).to(self.device, non_blocking=True))
                 else:
                     real = torch.from_numpy(np.ascontiguousarray(self.data[idx])).to(self.device, non_blocking=True)
+                real = encode_label(real, cfg.label_encoding)
                 try: row = self.train_step(real, noise)
                 except (torch.OutOfMemoryError, RuntimeError) as e:
                     if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e) or "can't allocate memory" in str(e):
@@ -350,6 +363,6 @@ class Trainer:
     def snapshot(self) -> Path:
         "Save the fixed-noise samples of this epoch as `snapshots/epoch_NNNN.png`."
         fake = sample(self.G, self.fixed_z, self.cfg.sample_bn, self.autocast()).cpu().numpy()
-        fake[:, 1] = fake[:, 1] > self.cfg.threshold
+        fake[:, 1] = binarise_output(fake[:, 1], self.cfg.threshold, self.cfg.label_encoding)
         fig = pair_grid({f"epoch {self.epoch}": fake}, self.cfg.spacing, n=len(fake))
         return save_fig(fig, self.out / "snapshots" / f"epoch_{self.epoch:04d}.png", dpi=60)
