@@ -45,7 +45,7 @@ def test_static_viewer_survives_docs_processing(tmp_path):
     "Run the viz notebook as CI would (IN_TEST), keep its outputs, process it for the docs: the slider viewer is still there."
     _copy_project(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(["nbdev-test", "--save", "nbs/api/04_viz.ipynb"], cwd=tmp_path, capture_output=True, text=True,
+    r = subprocess.run(["nbdev-test", "--save", "nbs/api/07_viz.ipynb"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     r = _proc(tmp_path, "04_viz*")

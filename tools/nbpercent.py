@@ -1,7 +1,7 @@
 """Edit notebooks as text: convert between .ipynb and percent-format .py (`# %%` code, `# %% [markdown]` prose).
 
-    python tools/nbpercent.py to-py nbs/api/06_train.ipynb /tmp/06_train.py   # notebook -> editable text
-    python tools/nbpercent.py to-nb /tmp/06_train.py nbs/api/06_train.ipynb   # text -> notebook (outputs dropped)
+    python tools/nbpercent.py to-py nbs/api/08_train.ipynb /tmp/08_train.py   # notebook -> editable text
+    python tools/nbpercent.py to-nb /tmp/08_train.py nbs/api/08_train.ipynb   # text -> notebook (outputs dropped)
 
 Then run `nbdev-clean && nbdev-export`. Cell ids are derived from position and content, so unchanged cells keep them."""
 import hashlib, json, re, sys
