@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine, table
 from tof3dgan.core import get_preset
-from tof3dgan.data import PatchSpec, PatchStore, PrepareConfig, example_dataset, prepare
+from tof3dgan.data.store import PatchSpec, PatchStore, PrepareConfig, example_dataset, prepare
 from tof3dgan.train import Trainer
 
 def read_rate(store, batch=4, seconds=5.0, seed=0):

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine
 from tof3dgan.core import write_json
 from tof3dgan.medicalnet import extract_features, medicalnet
-from tof3dgan.metrics import seg_scores
+from tof3dgan.metrics.seg import seg_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 MASKS = ROOT.parent / "shared" / "data" / "real" / "vessel_masks"

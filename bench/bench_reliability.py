@@ -68,9 +68,10 @@ def _full_disk(module, attr, after):
     finally: setattr(module, attr, real)
 
 def disk_full(tmp):
-    import tof3dgan.checkpoint as ck, tof3dgan.generate as gen, tof3dgan.data as data
+    import tof3dgan.checkpoint as ck, tof3dgan.generate as gen, tof3dgan.data.store as data
     from tof3dgan.core import TofError, get_preset
-    from tof3dgan.train import Trainer, load_pairs
+    from tof3dgan.train import Trainer
+    from tof3dgan.data.store import load_pairs
     rows = []
     cfg = get_preset("quick", epochs=4)
     t = Trainer(cfg, load_pairs("phantom", cfg, progress=False), tmp / "df", progress=False); t.fit(2)

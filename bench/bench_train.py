@@ -42,7 +42,8 @@ def worker(spec):
     "Time one configuration; print a JSON line."
     import tempfile
     from torch.utils.flop_counter import FlopCounterMode
-    from tof3dgan.train import Trainer, sample
+    from tof3dgan.train import Trainer
+    from tof3dgan.sampling import sample
     device = torch.device(spec["device"])
     cfg = _cfg(spec)
     data = np.zeros((cfg.batch_size, 2, *cfg.patch), np.float32)

@@ -3,35 +3,32 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SHARED, run_cli
+from conftest import AFF, SHARED, random_pairs, run_cli, tiny_dataset, write_nifti, write_pairs
 from tof3dgan.core import TofError
-from tof3dgan.data import (Case, PatchSpec, PatchStore, PrepareConfig, case_origins, denoise, example_dataset, find_cases,
-                           load_case, n4_correct, prepare, read_volume, skull_strip, split_cases, to_u8)
+from tof3dgan.data.io import Case, PairSet, find_cases, load_case, read_volume
+from tof3dgan.data.store import PatchSpec, PatchStore, PrepareConfig, case_origins, example_dataset, prepare, split_cases, to_u8
+from tof3dgan.data.preprocess import denoise, n4_correct, skull_strip
 from tof3dgan.patches import crop, grid_starts
 from tof3dgan.phantom import make_phantom
 
-AFF = np.diag([0.5, 0.5, 0.7, 1.0])
-
-def save(p, a, aff=AFF):
-    p.parent.mkdir(parents=True, exist_ok=True); nib.save(nib.Nifti1Image(a, aff), p); return p
 
 @pytest.fixture
 def good(tmp_path):
     ph = make_phantom((48, 56, 24), seed=1)
-    return save(tmp_path / "img.nii.gz", ph.image), save(tmp_path / "lab.nii.gz", ph.label), ph
+    return write_nifti(tmp_path / "img.nii.gz", ph.image), write_nifti(tmp_path / "lab.nii.gz", ph.label), ph
 
 def _bad_case(tmp_path, good, kind):
     img, lab, ph = good
-    if kind == "shape": return Case("c", img, save(tmp_path / "b.nii.gz", ph.label[:-1]))
-    if kind == "affine": return Case("c", img, save(tmp_path / "b.nii.gz", ph.label, np.diag([0.6, 0.5, 0.7, 1])))
-    if kind == "nonbinary": return Case("c", img, save(tmp_path / "b.nii.gz", ph.label * 0.7 + 0.1))
-    if kind == "multiclass": return Case("c", img, save(tmp_path / "b.nii.gz", (ph.label * 7).astype(np.uint8)))
-    if kind == "empty": return Case("c", img, save(tmp_path / "b.nii.gz", np.zeros_like(ph.label)))
+    if kind == "shape": return Case("c", img, write_nifti(tmp_path / "b.nii.gz", ph.label[:-1]))
+    if kind == "affine": return Case("c", img, write_nifti(tmp_path / "b.nii.gz", ph.label, np.diag([0.6, 0.5, 0.7, 1])))
+    if kind == "nonbinary": return Case("c", img, write_nifti(tmp_path / "b.nii.gz", ph.label * 0.7 + 0.1))
+    if kind == "multiclass": return Case("c", img, write_nifti(tmp_path / "b.nii.gz", (ph.label * 7).astype(np.uint8)))
+    if kind == "empty": return Case("c", img, write_nifti(tmp_path / "b.nii.gz", np.zeros_like(ph.label)))
     if kind in ("nan", "inf"):
         x = ph.image.copy(); x[3, 3, 3] = np.nan if kind == "nan" else np.inf
-        return Case("c", save(tmp_path / "b.nii.gz", x), lab)
-    if kind == "2d": return Case("c", save(tmp_path / "b.nii.gz", ph.image[:, :, 0]), lab)
-    if kind == "4d": return Case("c", save(tmp_path / "b.nii.gz", np.stack([ph.image] * 2, -1)), lab)
+        return Case("c", write_nifti(tmp_path / "b.nii.gz", x), lab)
+    if kind == "2d": return Case("c", write_nifti(tmp_path / "b.nii.gz", ph.image[:, :, 0]), lab)
+    if kind == "4d": return Case("c", write_nifti(tmp_path / "b.nii.gz", np.stack([ph.image] * 2, -1)), lab)
     if kind == "truncated":
         b = tmp_path / "b.nii.gz"; b.write_bytes(img.read_bytes()[:200]); return Case("c", b, lab)
     if kind == "not_an_image":
@@ -54,7 +51,7 @@ def test_each_validation_error_names_file_and_fix(tmp_path, good, kind, msg):
 def test_label_classes_merge_multiclass(tmp_path, good):
     img, lab, ph = good
     multi = (ph.label * 7).astype(np.uint8); multi[:5] *= 0; multi[:5][ph.label[:5] == 1] = 3
-    d = load_case(Case("c", img, save(tmp_path / "m.nii.gz", multi)), label_classes=(3, 7))
+    d = load_case(Case("c", img, write_nifti(tmp_path / "m.nii.gz", multi)), label_classes=(3, 7))
     assert np.array_equal(d["label"], ph.label == 1)
 
 def test_duplicate_case_names_and_missing_label(tmp_path, good):
@@ -64,14 +61,14 @@ def test_duplicate_case_names_and_missing_label(tmp_path, good):
         w = csv.writer(f); w.writerow(["case", "image", "label"]); w.writerows([["a", img, lab], ["a", img, lab]])
     with pytest.raises(TofError, match="appears twice"): find_cases(p)
     (tmp_path / "ds" / "imagesTr").mkdir(parents=True); (tmp_path / "ds" / "labelsTr").mkdir()
-    save(tmp_path / "ds" / "imagesTr" / "x_0000.nii.gz", ph.image)
+    write_nifti(tmp_path / "ds" / "imagesTr" / "x_0000.nii.gz", ph.image)
     with pytest.raises(TofError, match="has no label"): find_cases(tmp_path / "ds")
 
 def test_three_layouts_find_the_same_cases(tmp_path, good):
     img, lab, ph = good
     for n in ("p1", "p2"):
-        save(tmp_path / "nn" / "imagesTr" / f"{n}_0000.nii.gz", ph.image); save(tmp_path / "nn" / "labelsTr" / f"{n}.nii.gz", ph.label)
-        save(tmp_path / "im" / f"{n}.nii.gz", ph.image); save(tmp_path / "lb" / f"{n}.nii.gz", ph.label)
+        write_nifti(tmp_path / "nn" / "imagesTr" / f"{n}_0000.nii.gz", ph.image); write_nifti(tmp_path / "nn" / "labelsTr" / f"{n}.nii.gz", ph.label)
+        write_nifti(tmp_path / "im" / f"{n}.nii.gz", ph.image); write_nifti(tmp_path / "lb" / f"{n}.nii.gz", ph.label)
     with open(tmp_path / "c.csv", "w", newline="") as f:
         w = csv.writer(f); w.writerow(["case", "image", "label"])
         w.writerows([[n, f"im/{n}.nii.gz", f"lb/{n}.nii.gz"] for n in ("p1", "p2")])
@@ -81,7 +78,7 @@ def test_three_layouts_find_the_same_cases(tmp_path, good):
 def test_mha_and_nifti_read_to_the_same_ras_array(tmp_path):
     sitk = pytest.importorskip("SimpleITK")
     a = np.random.default_rng(0).random((7, 6, 5)).astype(np.float32)
-    save(tmp_path / "a.nii.gz", a, np.diag([-0.5, -0.5, 0.7, 1.0]))          # LPS-ordered axes, like ITK
+    write_nifti(tmp_path / "a.nii.gz", a, np.diag([-0.5, -0.5, 0.7, 1.0]))          # LPS-ordered axes, like ITK
     s = sitk.GetImageFromArray(a.transpose(2, 1, 0)); s.SetSpacing((0.5, 0.5, 0.7)); sitk.WriteImage(s, str(tmp_path / "a.mha"))
     (n, na), (m, ma) = read_volume(tmp_path / "a.nii.gz"), read_volume(tmp_path / "a.mha")
     assert np.array_equal(n, m) and np.allclose(na[:3, :3], ma[:3, :3])
@@ -103,7 +100,7 @@ def test_splits_never_share_a_patient():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    src = example_dataset(root / "raw", n_phantoms=4, shape=(64, 72, 32), seed=3)
+    src = tiny_dataset(root / "raw", 4, (64, 72, 32), seed=3)
     cfg = PrepareConfig(spec=PatchSpec(patch=(32, 32, 16), n_random=6, n_seg=8, seed=1), spacing=None, splits=(0.5, 0.25, 0.25))
     idx = prepare(src, root / "store", cfg, progress=False)
     return root, src, cfg, idx
@@ -134,9 +131,9 @@ def test_prepare_twice_is_a_no_op(store):
         prepare(src, root / "store", PrepareConfig(spec=PatchSpec(patch=(32, 32, 16), n_random=7), spacing=None), progress=False)
 
 def test_cli_prepare_skip_bad_and_train_from_store(tmp_path):
-    src = example_dataset(tmp_path / "raw", n_phantoms=3, shape=(64, 72, 32), seed=5)
-    save(tmp_path / "raw" / "imagesTr" / "broken_0000.nii.gz", np.full((64, 72, 32), np.nan, np.float32))
-    save(tmp_path / "raw" / "labelsTr" / "broken.nii.gz", np.ones((64, 72, 32), np.uint8))
+    src = tiny_dataset(tmp_path / "raw", 3, (64, 72, 32), seed=5)
+    write_nifti(tmp_path / "raw" / "imagesTr" / "broken_0000.nii.gz", np.full((64, 72, 32), np.nan, np.float32))
+    write_nifti(tmp_path / "raw" / "labelsTr" / "broken.nii.gz", np.ones((64, 72, 32), np.uint8))
     args = ["prepare", src, tmp_path / "store", "--patch", "16,16,8", "--n-random", 4, "--n-seg", 4, "--spacing", "keep",
             "--splits", "0.34,0.33,0.33", "--quiet"]
     r = run_cli(*args)
@@ -165,7 +162,7 @@ def test_real_vessel_masks_through_prepare(tmp_path):
 @pytest.mark.parametrize("name", ["chris_MRA.nii.gz", "topcow_crop_mra.mha"])
 def test_preprocessing_on_real_tof(name):
     img, aff = read_volume(SHARED / "tof_images" / name)
-    from tof3dgan.data import spacing_of
+    from tof3dgan.data.io import spacing_of
     sp = spacing_of(aff)
     img = img.astype(np.float32)
     out = denoise(n4_correct(img, sp), sp)
@@ -174,3 +171,19 @@ def test_preprocessing_on_real_tof(name):
     assert out[hi].mean() > 2 * np.median(out[img > np.percentile(img, 50)])
     ratio = np.percentile(out, 99) / np.percentile(img, 99)
     assert 0.3 < ratio < 3                                     # N4 keeps the intensity scale
+
+# ---------------------------------------------------------------- pair sets (data.io.PairSet)
+def test_pairset_errors(tmp_path):
+    with pytest.raises(TofError, match="not a folder"): PairSet(tmp_path / "absent")
+    (tmp_path / "empty" / "imagesTr").mkdir(parents=True)
+    with pytest.raises(TofError, match="No images"): PairSet(tmp_path / "empty")
+    with pytest.raises(TofError, match=r"\(2, x, y, z\)"): PairSet(np.zeros((3, 1, 8, 8, 4)))
+    with pytest.raises(TofError, match="encoding"): PairSet(np.full((2, 2, 8, 8, 4), 200.0))
+    bad = random_pairs(2, 0); bad[1, 1, 0, 0, 0] = 0.5
+    ps = PairSet(bad)
+    with pytest.raises(TofError, match="non-binary values"): ps.label(1)   # the message every pair reader gives
+    root = write_pairs(random_pairs(2, 0), tmp_path / "r")
+    (root / "labelsTr" / "c001.nii.gz").unlink()
+    with pytest.raises(TofError, match="has no label"): PairSet(root)
+    ps = PairSet(write_pairs(random_pairs(3, 0), tmp_path / "ok"))
+    assert ps.cases == ["c000", "c001", "c002"] and ps.image(0).max() > 1 and ps.label(0).dtype == bool

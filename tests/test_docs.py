@@ -48,8 +48,8 @@ def test_static_viewer_survives_docs_processing(tmp_path):
     r = subprocess.run(["nbdev-test", "--save", "nbs/api/07_viz.ipynb"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    r = _proc(tmp_path, "04_viz*")
-    out = tmp_path / "_proc" / "api" / "04_viz.ipynb"
+    r = _proc(tmp_path, "07_viz*")
+    out = tmp_path / "_proc" / "api" / "07_viz.ipynb"
     assert out.exists(), r.stderr[-3000:]
     nb = json.loads(out.read_text())
     views = ["".join(o["data"]["text/html"]) for c in nb["cells"] for o in c.get("outputs", [])

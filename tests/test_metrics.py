@@ -5,13 +5,15 @@ import pandas as pd
 import pytest
 import torch
 from scipy import linalg
-from conftest import SHARED
+from conftest import random_pairs, write_pairs, SHARED
 from tof3dgan.core import TofError
 from tof3dgan.generate import save_nifti
 from tof3dgan.medicalnet import official_state_dict, sha256_file
-from tof3dgan.metrics import (FeatureStats, PairSet, calibrate_threshold, dice, evaluate, f_beta, fid, fid_from_stats,
-                              label_fidelity, plot_prd, prd, prd_auc, prd_curve, prdc, score_cases, seg_scores,
-                              summarise_scores, threshold_segmenter, topology_compare, vessel_topology)
+from tof3dgan.metrics.fid import FeatureStats, fid, fid_from_stats
+from tof3dgan.metrics.seg import calibrate_threshold, dice, score_cases, seg_scores, summarise_scores, threshold_segmenter
+from tof3dgan.metrics.evaluate import evaluate
+from tof3dgan.metrics.prd import f_beta, plot_prd, prd, prd_auc, prd_curve, prdc
+from tof3dgan.metrics.topology import label_fidelity, topology_compare, vessel_topology
 
 # ---------------------------------------------------------------- FID
 def _psd_sqrt(a):
@@ -254,22 +256,11 @@ def test_label_fidelity_with_threshold_segmenter():
     with pytest.raises(TofError, match="pass matching pairs"): label_fidelity(images, labels[:2], threshold_segmenter(thr))
 
 # ---------------------------------------------------------------- evaluate end to end
-def _pairs(n, seed, shape=(16, 16, 8), shift=0.0):
-    rng = np.random.default_rng(seed)
-    lab = (rng.random((n, *shape)) < 0.1).astype(np.float32)
-    img = np.clip(-0.8 + 1.4 * lab + 0.2 * rng.normal(size=lab.shape) + shift, -1, 1).astype(np.float32)
-    return np.stack([img, lab], 1)
-
-def _write(pairs, root):
-    for i, p in enumerate(pairs):
-        save_nifti(np.rint((p[0] + 1) * 127.5).astype(np.uint8), (0.5, 0.5, 0.7), root / "imagesTr" / f"c{i:03d}_0000.nii.gz")
-        save_nifti(p[1].astype(np.uint8), (0.5, 0.5, 0.7), root / "labelsTr" / f"c{i:03d}.nii.gz")
-    return root
 
 KW = dict(num_clusters=4, num_runs=2, k=3, progress=False)
 
 def test_evaluate_arrays_writes_table1(tmp_path):
-    real, syn = _pairs(10, 0), _pairs(8, 1, shift=0.3)
+    real, syn = random_pairs(10, 0), random_pairs(8, 1, shift=0.3)
     res = evaluate(real, syn, out=tmp_path / "ev", **KW)
     files = sorted(p.name for p in (tmp_path / "ev").iterdir())
     assert files == ["metrics.csv", "metrics.json", "prd.png", "prd_curve.csv", "real_stats.npz", "topology.csv"]
@@ -286,13 +277,13 @@ def test_evaluate_arrays_writes_table1(tmp_path):
     assert res["fid"] > 0 and 0 <= res["prd"]["prd_auc"] <= 1
 
 def test_evaluate_separates_good_from_bad():
-    real = _pairs(12, 0)
-    ok = evaluate(real, _pairs(12, 1), **KW)
-    bad = evaluate(real, _pairs(12, 2, shift=0.8), **KW)
+    real = random_pairs(12, 0)
+    ok = evaluate(real, random_pairs(12, 1), **KW)
+    bad = evaluate(real, random_pairs(12, 2, shift=0.8), **KW)
     assert ok["fid"] < bad["fid"]
 
 def test_evaluate_folders_with_weights_and_zscore(tmp_path):
-    r, s = _write(_pairs(6, 0), tmp_path / "real"), _write(_pairs(6, 1), tmp_path / "syn")
+    r, s = write_pairs(random_pairs(6, 0), tmp_path / "real"), write_pairs(random_pairs(6, 1), tmp_path / "syn")
     torch.save(official_state_dict(10, seed=9), tmp_path / "w.pth")
     res = evaluate(r, s, tmp_path / "w.pth", out=tmp_path / "ev", norm="zscore", segmenter=threshold_segmenter(127.5), **KW)
     assert res["features"]["weights_sha256"] == sha256_file(tmp_path / "w.pth")
@@ -304,25 +295,12 @@ def test_evaluate_folders_with_weights_and_zscore(tmp_path):
 def test_evaluate_bad_weights_one_sentence_and_nothing_written(tmp_path):
     (tmp_path / "w.pth").write_bytes(b"garbage")
     with pytest.raises(TofError) as e:
-        evaluate(_pairs(6, 0), _pairs(6, 1), tmp_path / "w.pth", out=tmp_path / "ev", **KW)
+        evaluate(random_pairs(6, 0), random_pairs(6, 1), tmp_path / "w.pth", out=tmp_path / "ev", **KW)
     msg = str(e.value)
     assert "\n" not in msg and msg.endswith(".") and "w.pth" in msg
     def boom(img): raise RuntimeError("segmenter failed")
-    with pytest.raises(RuntimeError): evaluate(_pairs(6, 0), _pairs(6, 1), out=tmp_path / "ev", segmenter=boom, **KW)
+    with pytest.raises(RuntimeError): evaluate(random_pairs(6, 0), random_pairs(6, 1), out=tmp_path / "ev", segmenter=boom, **KW)
     assert not (tmp_path / "ev").exists() and not list(tmp_path.glob("ev*"))
 
-def test_pairset_errors(tmp_path):
-    with pytest.raises(TofError, match="not a folder"): PairSet(tmp_path / "absent")
-    (tmp_path / "empty" / "imagesTr").mkdir(parents=True)
-    with pytest.raises(TofError, match="No images"): PairSet(tmp_path / "empty")
-    with pytest.raises(TofError, match=r"\(2, x, y, z\)"): PairSet(np.zeros((3, 1, 8, 8, 4)))
-    with pytest.raises(TofError, match="encoding"): PairSet(np.full((2, 2, 8, 8, 4), 200.0))
-    bad = _pairs(2, 0); bad[1, 1, 0, 0, 0] = 0.5
-    ps = PairSet(bad)
-    with pytest.raises(TofError, match="not binary"): ps.label(1)
-    with pytest.raises(TofError, match="one size"): evaluate(_pairs(6, 0), _pairs(6, 1, shape=(16, 16, 16)), **KW)
-    root = _write(_pairs(2, 0), tmp_path / "r")
-    (root / "labelsTr" / "c001.nii.gz").unlink()
-    with pytest.raises(TofError, match="has no label"): PairSet(root)
-    ps = PairSet(_write(_pairs(3, 0), tmp_path / "ok"))
-    assert ps.cases == ["c000", "c001", "c002"] and ps.image(0).max() > 1 and ps.label(0).dtype == bool
+def test_evaluate_refuses_patches_of_two_sizes():
+    with pytest.raises(TofError, match="one size"): evaluate(random_pairs(6, 0), random_pairs(6, 1, shape=(16, 16, 16)), **KW)

@@ -5,11 +5,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import AFF, run_cli, write_nifti
 from tof3dgan import cli
 from tof3dgan.checkpoint import export_generator, latest_valid, load_checkpoint, verify_checkpoint
 from tof3dgan.core import TofError, get_preset
-from tof3dgan.train import Trainer, load_pairs
+from tof3dgan.train import Trainer
+from tof3dgan.data.store import load_pairs
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TRAIN = ["train", "--preset", "quick", "--epochs", "10", "--n-train", "48", "--quiet"]
@@ -114,22 +115,18 @@ def test_run_json_everywhere(quick_run, tmp_path):
     assert g["inputs"]["checkpoint"]["sha256"] == json.loads((tmp_path / "g" / "generation.json").read_text())["checkpoint_sha256"]
 
 # ---------------------------------------------------------------- the bad-input corpus
-AFF = np.diag([0.5, 0.5, 0.7, 1.0])
-
-def _nii(p, a, aff=AFF):
-    p.parent.mkdir(parents=True, exist_ok=True); nib.save(nib.Nifti1Image(a, aff), p); return p
 
 def _dataset(root, image=None, label=None, name="bad"):
     "An nnU-Net folder with one good case and one case whose image/label the corpus replaced."
     from tof3dgan.phantom import make_phantom
     ph = make_phantom((40, 40, 24), seed=0)
-    _nii(root / "imagesTr" / "good_0000.nii.gz", ph.image); _nii(root / "labelsTr" / "good.nii.gz", ph.label)
+    write_nifti(root / "imagesTr" / "good_0000.nii.gz", ph.image); write_nifti(root / "labelsTr" / "good.nii.gz", ph.label)
     ip, lp = root / "imagesTr" / f"{name}_0000.nii.gz", root / "labelsTr" / f"{name}.nii.gz"
-    (image or (lambda p: _nii(p, ph.image)))(ip); (label or (lambda p: _nii(p, ph.label)))(lp)
+    (image or (lambda p: write_nifti(p, ph.image)))(ip); (label or (lambda p: write_nifti(p, ph.label)))(lp)
     return root
 
 def _bytes(b): return lambda p: (p.parent.mkdir(parents=True, exist_ok=True), p.write_bytes(b))
-def _arr(a, aff=AFF): return lambda p: _nii(p, a, aff)
+def _arr(a, aff=AFF): return lambda p: write_nifti(p, a, aff)
 
 def _absurd_header(p):
     img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), AFF); img.header["dim"][1:4] = [30000, 30000, 30000]
@@ -144,7 +141,7 @@ PH = np.random.default_rng(0).random((40, 40, 24)).astype(np.float32)
 LB = (PH > 0.9).astype(np.uint8)
 
 PREPARE = {
-    "truncated_nifti": (dict(image=lambda p: (_nii(p, PH), p.write_bytes(p.read_bytes()[:300]))), "truncated, corrupt"),
+    "truncated_nifti": (dict(image=lambda p: (write_nifti(p, PH), p.write_bytes(p.read_bytes()[:300]))), "truncated, corrupt"),
     "corrupt_gzip": (dict(image=_bytes(b"\x1f\x8b\x08\x00garbage" * 20)), "truncated, corrupt"),
     "nan_voxels": (dict(image=_arr(np.where(PH > 0.5, np.nan, PH))), "NaN or infinite"),
     "inf_voxels": (dict(image=_arr(np.where(PH > 0.99, np.inf, PH))), "NaN or infinite"),
@@ -186,7 +183,7 @@ def _corpus_cases(tmp):
     cases["train/unknown_preset"] = (lambda: ["train", "--preset", "paper_xl", "--out", out], "Unknown preset")
     cases["train/missing_data"] = (lambda: ["train", "--preset", "quick", "--data", tmp / "nodata", "--out", out], "is not a folder")
     def wrongpatch():
-        d = tmp / "pairs"; _nii(d / "imagesTr" / "a_0000.nii.gz", PH); _nii(d / "labelsTr" / "a.nii.gz", LB)
+        d = tmp / "pairs"; write_nifti(d / "imagesTr" / "a_0000.nii.gz", PH); write_nifti(d / "labelsTr" / "a.nii.gz", LB)
         return ["train", "--preset", "quick", "--data", d, "--out", out]
     cases["train/wrong_patch_size"] = (wrongpatch, "trains on (16, 16, 8) patches")
     cases["train/resume_nothing"] = (lambda: ["train", "--preset", "quick", "--out", out, "--resume"], "holds no checkpoint")
@@ -204,7 +201,7 @@ def _corpus_cases(tmp):
     cases["generate/bad_safetensors"] = (lambda: ["generate", "--checkpoint", _bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")(tmp / "x.safetensors") and tmp / "x.safetensors", "--n", 1, "--out", out], "")
     cases["evaluate/missing_synthetic"] = (lambda: ["evaluate", "--real", tmp / "r", "--synthetic", tmp / "s", "--out", out], "")
     def bad_weights():
-        d = tmp / "pairs2"; _nii(d / "imagesTr" / "a_0000.nii.gz", PH.astype(np.float32)); _nii(d / "labelsTr" / "a.nii.gz", LB)
+        d = tmp / "pairs2"; write_nifti(d / "imagesTr" / "a_0000.nii.gz", PH.astype(np.float32)); write_nifti(d / "labelsTr" / "a.nii.gz", LB)
         (tmp / "w.pth").write_bytes(b"not weights")
         return ["evaluate", "--real", d, "--synthetic", d, "--out", out, "--medicalnet-weights", tmp / "w.pth"]
     cases["evaluate/bad_weights"] = (bad_weights, "")

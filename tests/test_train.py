@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 from tof3dgan.core import TofError, get_preset
-from tof3dgan.train import Trainer, gradient_penalty, interpolate, load_pairs, sample
+from tof3dgan.train import Trainer, gradient_penalty, interpolate
+from tof3dgan.data.store import load_pairs
+from tof3dgan.sampling import sample
 from tof3dgan.checkpoint import load_checkpoint
 from conftest import run_cli
 
@@ -132,7 +134,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 def test_symmetric_label_encoding_end_to_end(pairs, tmp_path):
     import json
     from tof3dgan.generate import generate, to_volumes
-    from tof3dgan.train import encode_label
+    from tof3dgan.sampling import encode_label
     x = torch.from_numpy(pairs[:2])
     enc = encode_label(x, "symmetric")
     assert set(enc[:, 1].unique().tolist()) <= {-1.0, 1.0} and torch.equal(enc[:, 0], x[:, 0])

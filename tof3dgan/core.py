@@ -13,18 +13,22 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PRESETS', 'TofError', 'GANConfig', 'get_preset', 'make_generator', 'seed_everything', 'resolve_device',
+__all__ = ['GAN_CHOICES', 'PRESETS', 'TofError', 'GANConfig', 'get_preset', 'make_generator', 'seed_everything', 'resolve_device',
            'atomic_write', 'write_json', 'check_out_dir', 'staging_dir', 'sha256_file', 'run_record']
 
 # %% ../nbs/api/01_core.ipynb #b604fc2f
 class TofError(Exception):
     "An error caused by the user's input, with a one-sentence message saying what to do."
 
-# %% ../nbs/api/01_core.ipynb #5e9ed6f3
+# %% ../nbs/api/01_core.ipynb #5a71c2c5
+GAN_CHOICES = {"critic_norm": ("instance", "spectral"), "g_norm": ("batch", "group"), "gp_mode": ("per_sample", "batch"),
+               "precision": ("fp32", "mixed", "fp16", "bf16"), "label_encoding": ("paper", "symmetric"),
+               "sample_bn": ("train", "eval")}   # the allowed values of GANConfig's string settings (the CLI offers them)
+
 @dataclass
 class GANConfig:
     "Every setting of a tof3dgan GAN run; presets are instances of this class."
-    name: str = "custom"
+    name: str = "custom"             # preset name, recorded in every output
     width: int = 512                 # critic's widest / generator's first channel count `w`
     patch: tuple = (128, 128, 64)    # patch size in voxels (x, y, z); each divisible by 8
     spacing: tuple = (0.5, 0.5, 0.7) # voxel size in mm written to generated NIfTI files
@@ -34,8 +38,8 @@ class GANConfig:
     lr_d: float = 4e-4               # critic learning rate (TTUR)
     lr_g: float = 2e-4               # generator learning rate (TTUR)
     betas: tuple = (0.0, 0.9)        # Adam betas for both networks
-    batch_size: int = 4
-    epochs: int = 100
+    batch_size: int = 4              # global batch (split over torchrun processes)
+    epochs: int = 100                # passes over the training pairs
     n_critic: int = 1                # critic steps per generator step
     gp_lambda: float = 10.0          # gradient-penalty weight
     gp_mode: str = "per_sample"      # "per_sample" (WGAN-GP) or "batch" (authors' code)
@@ -46,7 +50,7 @@ class GANConfig:
     sample_bn: str = "train"         # BatchNorm statistics when sampling: "train" (authors) or "eval"
     n_train: int = 2350              # training pairs (phantom data: how many patches to make)
     phantom_shape: tuple = (312, 384, 127)  # phantom head volume size when training on phantoms
-    seed: int = 0
+    seed: int = 0                    # seed of initialisation, data order, noise and penalty draws
     snapshot_n: int = 4              # samples in the per-epoch snapshot PNG
     log_every: int = 10              # steps between loss read-outs (one device sync per interval)
     reuse_fake: bool = False         # generator step reuses the critic step's fake batch (one G forward per step)
@@ -62,12 +66,8 @@ class GANConfig:
     def __post_init__(self):
         self.patch, self.spacing, self.betas = tuple(self.patch), tuple(self.spacing), tuple(float(b) for b in self.betas)
         self.phantom_shape = tuple(self.phantom_shape)
-        checks = [(self.critic_norm in ("instance", "spectral"), "critic_norm must be 'instance' or 'spectral'"),
-                  (self.g_norm in ("batch", "group"), "g_norm must be 'batch' or 'group'"),
-                  (self.gp_mode in ("per_sample", "batch"), "gp_mode must be 'per_sample' or 'batch'"),
-                  (self.precision in ("fp32", "mixed", "fp16", "bf16"), "precision must be fp32, mixed, fp16 or bf16"),
-                  (self.sample_bn in ("train", "eval"), "sample_bn must be 'train' or 'eval'"),
-                  (self.label_encoding in ("paper", "symmetric"), "label_encoding must be 'paper' or 'symmetric'"),
+        checks = [(getattr(self, k) in v, f"{k} must be one of {', '.join(v)} (got {getattr(self, k)!r})") for k, v in GAN_CHOICES.items()]
+        checks += [
                   (len(self.patch) == 3 and all(int(p) % 8 == 0 and p > 0 for p in self.patch),
                    f"patch {self.patch} must be three sizes divisible by 8 (the generator upsamples x2 three times)"),
                   (self.width % 8 == 0 and self.width >= 8, f"width {self.width} must be a multiple of 8"),

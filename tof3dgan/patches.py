@@ -10,7 +10,8 @@ import math
 import numpy as np
 
 # %% auto #0
-__all__ = ['grid_starts', 'grid_origins', 'crop', 'vessel_centred_origins', 'minmax_to_unit', 'make_pair']
+__all__ = ['grid_starts', 'grid_origins', 'crop', 'vessel_centred_origins', 'minmax_to_unit', 'make_pair', 'unit_to_255',
+           'unit_to_u8', 'u8_to_unit']
 
 # %% ../nbs/api/02_patches.ipynb #7285ed2d
 def grid_starts(n: int, p: int, k: int | None = None) -> list[int]:
@@ -56,3 +57,17 @@ def make_pair(img: np.ndarray, label: np.ndarray) -> np.ndarray:
     "Stack a normalised image patch and its binary label into the GAN's 2-channel array (2, x, y, z)."
     if img.shape != label.shape: raise ValueError(f"image {img.shape} and label {label.shape} differ in shape")
     return np.stack([minmax_to_unit(img), (label > 0).astype(np.float32)])
+
+# %% ../nbs/api/02_patches.ipynb #37e4ac7a
+def unit_to_255(x):
+    "GAN scale [-1, 1] -> float grey levels 0-255 (numpy or torch; no rounding)."
+    return (x + 1) * 127.5
+
+def unit_to_u8(x) -> np.ndarray:
+    "GAN scale [-1, 1] -> uint8 0-255 (rounded, clipped)."
+    return np.clip(np.rint(unit_to_255(np.asarray(x, dtype=np.float32))), 0, 255).astype(np.uint8)
+
+def u8_to_unit(x):
+    "Grey levels 0-255 (uint8 or float, numpy or torch) -> float32 GAN scale [-1, 1]."
+    x = x.astype(np.float32) if isinstance(x, np.ndarray) else (x.float() if hasattr(x, "float") else np.float32(x))
+    return x / 127.5 - 1
