@@ -20,7 +20,7 @@ __all__ = ['GAN_CHOICES', 'PRESETS', 'TofError', 'GANConfig', 'get_preset', 'mak
 class TofError(Exception):
     "An error caused by the user's input, with a one-sentence message saying what to do."
 
-# %% ../nbs/api/01_core.ipynb #5a71c2c5
+# %% ../nbs/api/01_core.ipynb #94cbc4d3
 GAN_CHOICES = {"critic_norm": ("instance", "spectral"), "g_norm": ("batch", "group"), "gp_mode": ("per_sample", "batch"),
                "precision": ("fp32", "mixed", "fp16", "bf16"), "label_encoding": ("paper", "symmetric"),
                "sample_bn": ("train", "eval")}   # the allowed values of GANConfig's string settings (the CLI offers them)
@@ -74,7 +74,10 @@ class GANConfig:
                   (self.critic_norm != "instance" or any((p + 15) // 16 > 1 for p in self.patch),
                    f"an InstanceNorm critic needs a patch larger than 16 voxels along some axis (got {self.patch})"),
                   (self.batch_size >= 1 and self.epochs >= 1 and self.n_critic >= 1, "batch_size, epochs, n_critic >= 1"),
-                  (not (self.reuse_fake and self.n_critic != 1), "reuse_fake needs n_critic = 1")]
+                  (not (self.reuse_fake and self.n_critic != 1), "reuse_fake needs n_critic = 1"),
+                  (not (self.reuse_fake and self.gp_through_g),
+                   "reuse_fake cannot be combined with gp_through_g (the critic step's backward through G frees the reused "
+                   "fake's graph); drop one of them")]
         for ok, msg in checks:
             if not ok: raise TofError(f"Invalid GAN setting: {msg}.")
 
