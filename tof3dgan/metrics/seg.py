@@ -20,27 +20,45 @@ from ..data.io import read_volume
 # %% auto #0
 __all__ = ['dice', 'SegScore', 'seg_scores', 'score_cases', 'summarise_scores', 'threshold_segmenter', 'calibrate_threshold']
 
-# %% ../../nbs/api/06c_metrics.seg.ipynb #cdef6cfb
+# %% ../../nbs/api/06c_metrics.seg.ipynb #2890266e
 def _binary(a) -> np.ndarray:
     a = np.asarray(a)
     return a if a.dtype == bool else a > 0.5
 
+def _dsc(tp: int, n_total: int) -> float:
+    return 2 * tp / n_total if n_total else math.nan     # n_total = |S| + |G| = 2 TP + FP + FN
+
 def dice(y_pred, y) -> float:
     "Dice of two binary masks, 2 TP / (2 TP + FP + FN) (NaN when both are empty)."
     S, G = _binary(y_pred), _binary(y)
-    s = int(S.sum() + G.sum())
-    return 2 * int((S & G).sum()) / s if s else math.nan
+    return _dsc(int((S & G).sum()), int(S.sum() + G.sum()))
 
 def _bbox(m: np.ndarray) -> tuple:
-    idx = [np.flatnonzero(m.any(axis=tuple(j for j in range(m.ndim) if j != i))) for i in range(m.ndim)]
-    return tuple(slice(i[0], i[-1] + 1) for i in idx)
+    "The bounding box of a non-empty mask as slices: one pass over the volume, the last axis on the cropped part."
+    lead = m.any(axis=-1)                              # one pass over the volume
+    idx = [np.flatnonzero(lead.any(axis=tuple(j for j in range(lead.ndim) if j != i))) for i in range(lead.ndim)]
+    box = tuple(slice(i[0], i[-1] + 1) for i in idx)
+    last = np.flatnonzero(m[box].any(axis=tuple(range(m.ndim - 1))))
+    return box + (slice(last[0], last[-1] + 1),)
+
+def _surface(m: np.ndarray) -> np.ndarray:
+    "Voxels of `m` with a 6-neighbour outside `m` (the array's border counts as outside)."
+    inner = m.copy()
+    for ax in range(m.ndim):
+        lo, hi = [slice(None)] * m.ndim, [slice(None)] * m.ndim
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        inner[tuple(hi)] &= m[tuple(lo)]                  # the neighbour below along `ax` is in m
+        inner[tuple(lo)] &= m[tuple(hi)]                  # ... and the one above
+        for edge in (0, -1):
+            e = [slice(None)] * m.ndim; e[ax] = edge; inner[tuple(e)] = False
+    return m & ~inner
 
 def _dist_sum(A: np.ndarray, B: np.ndarray, spacing, method: str) -> float:
     "Sum over the voxels of A of the Euclidean distance to the nearest voxel of B (B not empty)."
     if method == "edt": return float(ndimage.distance_transform_edt(~B, sampling=spacing)[A].sum())
-    q = np.argwhere(A & ~B)
+    q = np.argwhere(A & ~B)                           # voxels of A inside B are at distance 0
     if len(q) == 0: return 0.0
-    return float(cKDTree(np.argwhere(B) * spacing).query(q * spacing)[0].sum())
+    return float(cKDTree(np.argwhere(_surface(B)) * spacing).query(q * spacing, workers=-1)[0].sum())
 
 @dataclass
 class SegScore:
@@ -65,14 +83,15 @@ def seg_scores(y_pred, y, spacing=None, brain_mask=None, method: str = "kdtree")
         S, G = S & M, G & M
     sp = np.ones(G.ndim) if spacing is None else np.asarray(spacing, np.float64)
     unit = "voxel" if spacing is None else "mm"
-    nG, nS, tp = int(G.sum()), int(S.sum()), int((G & S).sum())
+    U = G | S
+    box = _bbox(U) if U.any() else tuple(slice(0, 0) for _ in U.shape)
+    Gb, Sb = G[box], S[box]                           # every voxel of both masks: counts and distances are exact here
+    nG, nS, tp = int(Gb.sum()), int(Sb.sum()), int((Gb & Sb).sum())
     denom = nG + nS                                  # = 2TP + FP + FN
-    dsc = dice(S, G)
+    dsc = _dsc(tp, denom)
     if nG == 0 or nS == 0:
         why = "both masks are empty" if denom == 0 else ("ground truth is empty" if nG == 0 else "prediction is empty")
         return SegScore(dsc, math.nan, math.nan, nG, nS, tp, unit, f"{why}: the distance to an empty set is undefined")
-    box = _bbox(G | S)
-    Gb, Sb = G[box], S[box]
     d_gs, d_sg = _dist_sum(Gb, Sb, sp, method), _dist_sum(Sb, Gb, sp, method)
     return SegScore(dsc, (d_gs + d_sg) / (2 * nG), (d_gs / nG + d_sg / nS) / 2, nG, nS, tp, unit)
 
