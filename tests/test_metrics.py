@@ -71,6 +71,18 @@ def test_feature_stats_roundtrip_and_bad_file(tmp_path):
     with pytest.raises(TofError, match="not a feature-statistics file"): FeatureStats.load(tmp_path / "x.npz")
     with pytest.raises(TofError, match="differ in dimension"): fid(f, f[:, :3])
 
+@pytest.mark.parametrize("cut", [40, 200, 1000])
+def test_feature_stats_truncated_file_is_one_sentence(tmp_path, cut):
+    FeatureStats.from_features(np.random.default_rng(5).normal(size=(50, 4))).save(tmp_path / "s.npz")
+    (tmp_path / "t.npz").write_bytes((tmp_path / "s.npz").read_bytes()[:-cut])
+    with pytest.raises(TofError, match="not a feature-statistics file"): FeatureStats.load(tmp_path / "t.npz")
+
+def test_feature_stats_memory_error_is_not_reported_as_a_bad_file(tmp_path, monkeypatch):
+    FeatureStats.from_features(np.random.default_rng(5).normal(size=(50, 4))).save(tmp_path / "s.npz")
+    def boom(*a, **k): raise MemoryError()
+    monkeypatch.setattr(np, "load", boom)
+    with pytest.raises(MemoryError): FeatureStats.load(tmp_path / "s.npz")
+
 # ---------------------------------------------------------------- PRD
 def test_prd_curve_on_hand_built_histograms():
     p, r = prd_curve(np.array([0.5, 0.5]), np.array([0.5, 0.5]), num_angles=1001)
@@ -109,6 +121,24 @@ def test_prd_is_seeded_and_checks_balance():
     with pytest.raises(TofError, match="equally many"): prd(x, y[:30])
     prd(x, y[:30], num_clusters=8, num_runs=1, enforce_balance=False)
     with pytest.raises(TofError, match="needs at least"): prd(x[:4], y[:4], num_clusters=20)
+
+@pytest.mark.parametrize("shift", [0.0, 0.7, 2.0])
+def test_prd_authors_orientation_mirrors_the_curve(shift):
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(80, 4))
+    fake = np.vstack([real[real[:, 0] > 0][:40], rng.normal(size=(40, 4)) + shift])     # half collapsed, half shifted
+    ours = prd(real, fake, num_clusters=10, num_runs=3, seed=1)
+    theirs = prd(real, fake, num_clusters=10, num_runs=3, seed=1, authors_orientation=True)
+    assert ours.orientation == "sajjadi" and theirs.orientation == "authors" and theirs.summary()["orientation"] == "authors"
+    np.testing.assert_allclose(theirs.precision, ours.recall[::-1], atol=1e-12)
+    np.testing.assert_allclose(theirs.recall, ours.precision[::-1], atol=1e-12)
+    assert theirs.auc == pytest.approx(ours.auc, abs=1e-9)
+    assert (theirs.f8, theirs.f1_8) == pytest.approx((ours.f1_8, ours.f8), abs=1e-6)
+    # the swap equals evaluating the real histogram against the synthetic one (the authors' argument order)
+    h1, h2 = rng.dirichlet(np.ones(10)), rng.dirichlet(np.ones(10))
+    p, r = prd_curve(h1, h2)
+    p2, r2 = prd_curve(h2, h1)
+    np.testing.assert_allclose(p2, r[::-1], atol=1e-9); np.testing.assert_allclose(r2, p[::-1], atol=1e-9)
 
 def test_plot_prd_returns_figure():
     from matplotlib.figure import Figure
@@ -301,6 +331,50 @@ def test_evaluate_bad_weights_one_sentence_and_nothing_written(tmp_path):
     def boom(img): raise RuntimeError("segmenter failed")
     with pytest.raises(RuntimeError): evaluate(random_pairs(6, 0), random_pairs(6, 1), out=tmp_path / "ev", segmenter=boom, **KW)
     assert not (tmp_path / "ev").exists() and not list(tmp_path.glob("ev*"))
+
+def _phantom_pairs(seed):
+    "Phantom patch pairs: a constant background at each patch's minimum (about 17% of voxels), like zero-padded real patches."
+    from tof3dgan.phantom import phantom_pairs
+    return phantom_pairs(12, (32, 32, 16), (64, 72, 32), seed=seed, per_volume=6, systematic=2, progress=False)
+
+def _write_generated(raw, root):
+    "What `generate` writes (its default image scaling) for raw generator outputs `raw` (n, 2, x, y, z)."
+    from tof3dgan.generate import to_volumes
+    for i, x in enumerate(raw):
+        img, lab = to_volumes(x, 0.5)
+        save_nifti(img, (0.5, 0.5, 0.7), root / "imagesTr" / f"g{i:03d}_0000.nii.gz")
+        save_nifti(lab, (0.5, 0.5, 0.7), root / "labelsTr" / f"g{i:03d}.nii.gz")
+    return root
+
+def test_evaluate_feeds_real_and_generated_images_on_one_scale(tmp_path):
+    real = _phantom_pairs(0)
+    raw = real.copy(); raw[:, 0] = 0.7 * raw[:, 0] - 0.2        # the generator's output of the real images: range [-0.9, 0.5]
+    same = evaluate(real, _write_generated(raw, tmp_path / "syn"), **KW)
+    other = evaluate(real, _phantom_pairs(1), **KW)
+    zf = same["features"]["zero_voxel_fraction"]
+    assert same["features"]["scaling"] == "minmax" and zf["real"] == zf["synthetic"] > 0
+    assert same["fid"] < 0.25 * other["fid"] and same["prd"]["prd_auc"] > 0.95
+
+def test_evaluate_scaling_fixed_is_the_former_path(tmp_path):
+    from tof3dgan.generate import image_to_u8
+    real = _phantom_pairs(0)
+    root = tmp_path / "syn"
+    for i, p in enumerate(real):                               # the former pipeline: fixed map in generate and evaluate
+        save_nifti(image_to_u8(0.7 * p[0] - 0.2, "fixed"), (1, 1, 1), root / "imagesTr" / f"g{i:03d}_0000.nii.gz")
+        save_nifti(p[1].astype(np.uint8), (1, 1, 1), root / "labelsTr" / f"g{i:03d}.nii.gz")
+    old, new = evaluate(real, root, scaling="fixed", **KW), evaluate(real, root, **KW)
+    assert old["features"]["zero_voxel_fraction"]["synthetic"] == 0 < old["features"]["zero_voxel_fraction"]["real"]
+    assert new["features"]["zero_voxel_fraction"]["synthetic"] > 0 and new["fid"] < 0.25 * old["fid"]
+    with pytest.raises(TofError, match="must be one of"): evaluate(real, root, scaling="percentile", **KW)
+
+def test_evaluate_records_prd_orientation(tmp_path):
+    real, syn = random_pairs(12, 0), random_pairs(12, 1, shift=0.3)
+    ours = evaluate(real, syn, **KW)
+    theirs = evaluate(real, syn, out=tmp_path / "ev", authors_orientation=True, **KW)
+    assert ours["prd"]["orientation"] == "sajjadi" and theirs["prd"]["orientation"] == "authors"
+    assert theirs["prd"]["prd_auc"] == pytest.approx(ours["prd"]["prd_auc"], abs=1e-9)
+    assert (theirs["prd"]["f8"], theirs["prd"]["f1_8"]) == pytest.approx((ours["prd"]["f1_8"], ours["prd"]["f8"]), abs=1e-6)
+    assert pd.read_csv(tmp_path / "ev" / "metrics.csv").iloc[0]["prd_orientation"] == "authors"
 
 def test_evaluate_refuses_patches_of_two_sizes():
     with pytest.raises(TofError, match="one size"): evaluate(random_pairs(6, 0), random_pairs(6, 1, shape=(16, 16, 16)), **KW)

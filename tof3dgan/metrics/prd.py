@@ -17,7 +17,7 @@ from .fid import _features
 # %% auto #0
 __all__ = ['prd_curve', 'f_beta', 'prd_auc', 'PRDResult', 'prd', 'plot_prd', 'prdc']
 
-# %% ../../nbs/api/06b_metrics.prd.ipynb #7280916e
+# %% ../../nbs/api/06b_metrics.prd.ipynb #91a61ff4
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz
 
 def prd_curve(eval_dist, ref_dist, num_angles: int = 1001, epsilon: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
@@ -47,14 +47,15 @@ class PRDResult:
     num_clusters: int
     num_runs: int
     seed: int
+    orientation: str = "sajjadi"
 
     def summary(self) -> dict:
         return {"prd_auc": self.auc, "f8": self.f8, "f1_8": self.f1_8, "num_clusters": self.num_clusters,
-                "num_runs": self.num_runs, "seed": self.seed}
+                "num_runs": self.num_runs, "seed": self.seed, "orientation": self.orientation}
 
 def prd(feats_real, feats_fake, num_clusters: int = 20, num_angles: int = 1001, num_runs: int = 10, seed: int = 0,
-        enforce_balance: bool = True) -> PRDResult:
-    "PRD curve of the synthetic features against the real ones (Sajjadi et al. 2018), averaged over `num_runs` seeded clusterings."
+        enforce_balance: bool = True, authors_orientation: bool = False) -> PRDResult:
+    "PRD curve of the synthetic features against the real ones (Sajjadi et al. 2018; `authors_orientation`: the real against the synthetic, as the paper's code), averaged over `num_runs` seeded clusterings."
     from sklearn.cluster import MiniBatchKMeans
     from sklearn.exceptions import ConvergenceWarning
     ref, ev = _features(feats_real, "real features"), _features(feats_fake, "synthetic features")
@@ -71,8 +72,9 @@ def prd(feats_real, feats_fake, num_clusters: int = 20, num_angles: int = 1001, 
         p, r = prd_curve(hist(labels[:len(ev)]), hist(labels[len(ev):]), num_angles)
         ps.append(p); rs.append(r)
     p, r = np.mean(ps, 0), np.mean(rs, 0)
+    if authors_orientation: p, r = r[::-1].copy(), p[::-1].copy()   # ref and eval swapped: slope l <-> 1/l, P <-> R
     return PRDResult(p, r, float(f_beta(p, r, 8).max()), float(f_beta(p, r, 1 / 8).max()), prd_auc(p, r),
-                     num_clusters, num_runs, seed)
+                     num_clusters, num_runs, seed, "authors" if authors_orientation else "sajjadi")
 
 def plot_prd(curves: dict, title: str | None = None) -> Figure:
     "PRD curves (paper Fig. 5 style): `{label: PRDResult}`, recall on x, precision on y, AUC in the legend."
@@ -84,7 +86,7 @@ def plot_prd(curves: dict, title: str | None = None) -> Figure:
     ax.legend(loc="lower left", fontsize=8); fig.tight_layout()
     return fig
 
-# %% ../../nbs/api/06b_metrics.prd.ipynb #dc61017c
+# %% ../../nbs/api/06b_metrics.prd.ipynb #11f72c15
 def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     d = cdist(x, x)
     np.fill_diagonal(d, np.inf)                    # exclude the point itself, not its duplicates
