@@ -1,4 +1,4 @@
-import math, os, signal, subprocess, sys, time
+import math, os, signal, subprocess, sys
 import numpy as np
 import pytest
 import torch
@@ -22,11 +22,26 @@ def test_penalty_on_linear_critic_is_norm_minus_one_squared(n):
     # the authors' whole-batch norm sees n copies of w
     assert gradient_penalty(Linear(w), x, "batch").item() == pytest.approx((w.norm().item() * math.sqrt(n) - 1) ** 2, rel=1e-12)
 
-def test_penalty_with_grad_scaler_equals_unscaled():
-    w = torch.randn(2, 4, 4, 2)
-    x = torch.randn(3, 2, 4, 4, 2)
+def test_penalty_under_fp16_autocast_with_grad_scaler_matches_fp32():
+    "As in training: fp16 autocast, the GradScaler inside the penalty and on its backward; value and critic gradients match fp32."
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Conv3d(2, 8, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv3d(8, 1, 3, padding=1), nn.Flatten(), nn.Linear(64, 1))
+    x = torch.randn(3, 2, 4, 4, 4)
+    def run(scaler=None, autocast=None):
+        critic.zero_grad()
+        gp = gradient_penalty(critic, x, scaler=scaler, autocast=autocast)
+        (scaler.scale(gp) if scaler else gp).backward()
+        s = scaler.get_scale() if scaler else 1.0
+        return gp.item(), [p.grad / s for p in critic.parameters() if p.grad is not None]
+    ref, g_ref = run()
+    dtypes = []
+    hook = critic[0].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    assert gradient_penalty(Linear(w), x, scaler=scaler).item() == pytest.approx(gradient_penalty(Linear(w), x).item(), rel=1e-6)
+    amp, g_amp = run(scaler, torch.autocast("cpu", dtype=torch.float16))
+    hook.remove()
+    assert dtypes == [torch.float16]                                        # the critic really ran under fp16 autocast
+    assert amp == pytest.approx(ref, rel=1e-2) and len(g_amp) == len(g_ref)
+    for a, b in zip(g_amp, g_ref): assert (a - b).abs().max() <= 2e-2 * b.abs().max()
 
 def test_interpolate_eps_per_sample_and_per_batch():
     real, fake = torch.ones(5, 2, 2, 2, 2), torch.zeros(5, 2, 2, 2, 2)
@@ -59,14 +74,70 @@ def test_bf16_cpu_steps_stay_finite(pairs, tmp_path):
     assert all(torch.isfinite(p).all() for p in list(t.G.parameters()) + list(t.D.parameters()))
     assert t.skipped == {"critic": 0, "generator": 0}
 
+def _trained(sd):  # the weights an optimiser changes (spectral norm's power-iteration vectors change in every forward)
+    return {k: v.clone() for k, v in sd.items() if "parametrizations" not in k or "original" in k}
+
 def test_fp16_scaler_path_skips_and_counts_non_finite_steps(pairs, tmp_path):
-    t = Trainer(get_preset("quick", precision="fp16", epochs=2), pairs, tmp_path / "r", progress=False).fit()
+    t = Trainer(get_preset("quick", precision="fp16", epochs=2), pairs, tmp_path / "r", progress=False)
     assert t.scaler_d.is_enabled() and t.scaler_g.is_enabled()
-    bad = sum(not np.isfinite(r["loss_d"]) for r in t.history)
-    assert t.skipped["critic"] == bad and t.scaler_d.get_scale() == 65536.0 / 2 ** bad
+    # a loss scale of 2^40 overflows the scaled penalty gradient in fp16 for certain: the critic step must be skipped
+    t.scaler_d = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
+    before = _trained(t.D.state_dict())
+    row = t.train_step(t._batch(np.arange(2)), torch.Generator().manual_seed(0))
+    assert t.skipped == {"critic": 1, "generator": 0} and t.scaler_d.get_scale() == 2.0 ** 39
+    assert not torch.isfinite(row["loss_d"])
+    after = _trained(t.D.state_dict())
+    assert all(torch.equal(before[k], after[k]) for k in before)                   # the skipped step changed nothing
+    # a whole run at the default scale: every skip is counted, each halves the scale, the weights stay finite
+    t = Trainer(get_preset("quick", precision="fp16", epochs=2), pairs, tmp_path / "r2", progress=False).fit()
+    assert t.skipped["critic"] >= 1                                               # 65536 overflows the first step here
+    assert all(r["scale_d"] == 65536.0 / 2 ** r["skipped_d"] for r in t.history)
+    assert t.scaler_d.get_scale() == 65536.0 / 2 ** t.skipped["critic"]
     assert all(torch.isfinite(p).all() for p in t.D.parameters())
-    ck = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    ck = load_checkpoint(tmp_path / "r2" / "checkpoint.pt")
     assert ck["scaler_d"]["scale"] == t.scaler_d.get_scale()
+
+def test_losses_have_the_papers_sign_and_make_up(pairs, tmp_path):
+    "loss_d = D(G(z)) - D(x) + lambda * gp (eq. 1), loss_g = -D(G(z')) against the updated critic (eq. 2); each step descends."
+    import copy
+    cfg = get_preset("quick", epochs=1)
+    t = Trainer(cfg, pairs, tmp_path / "r", progress=False)
+    B, lam = cfg.batch_size, cfg.gp_lambda
+    w0 = 0.05 * torch.randn(2, *cfg.patch, generator=torch.Generator().manual_seed(3))
+    t.D = t.d_run = Linear(w0.clone())                                           # D(x) = <w, x>: every term known in closed form
+    t.opt_d = torch.optim.Adam(t.D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+    t.G.train(); g0 = copy.deepcopy(t.G)
+    real = t._batch(np.arange(B))
+    noise = torch.Generator().manual_seed(5)
+    same = torch.Generator(); same.set_state(noise.get_state())                 # the step's draws: z, eps, then z'
+    z1 = torch.randn(B, cfg.z_dim, generator=same); torch.rand((B, 1, 1, 1, 1), generator=same); z2 = torch.randn(B, cfg.z_dim, generator=same)
+    row = t.train_step(real, noise)
+    D = lambda x, w: (x * w).flatten(1).sum(1).mean()
+    with torch.no_grad():
+        fake1, fake2 = copy.deepcopy(g0)(z1), copy.deepcopy(g0)(z2)
+    gp = (w0.norm() - 1) ** 2                                                    # per-sample penalty of a linear critic
+    assert row["gp"].item() == pytest.approx(gp.item(), rel=1e-5)
+    assert row["loss_d"].item() == pytest.approx((D(fake1, w0) - D(real, w0) + lam * gp).item(), rel=1e-5, abs=1e-6)
+    assert row["wdist"].item() == pytest.approx((D(real, w0) - D(fake1, w0)).item(), rel=1e-5, abs=1e-6)
+    # the critic's Adam step went down the gradient of loss_d
+    grad = fake1.mean(0) - real.mean(0) + lam * 2 * (w0.norm() - 1) * w0 / w0.norm()
+    w_ref = w0.clone().requires_grad_(True); w_ref.grad = grad.clone()
+    torch.optim.Adam([w_ref], lr=cfg.lr_d, betas=cfg.betas).step()
+    w1 = t.D.w.detach()
+    assert torch.allclose(w1, w_ref.detach(), rtol=0, atol=1e-7) and not torch.equal(w1, w0)
+    # loss_g scores a fresh fake with the updated critic; the generator's step lowers it
+    assert row["loss_g"].item() == pytest.approx(-D(fake2, w1).item(), rel=1e-5, abs=1e-6)
+    with torch.no_grad():
+        after = -D(copy.deepcopy(t.G)(z2), w1).item()
+        flipped = copy.deepcopy(g0)
+        for p, p0, p1 in zip(flipped.parameters(), g0.parameters(), t.G.parameters()): p.copy_(2 * p0 - p1)
+        against = -D(flipped(z2), w1).item()
+    assert after < row["loss_g"].item() < against
+    assert all(p.requires_grad for p in t.D.parameters())
+
+def test_critic_stays_trainable_after_fit(pairs, tmp_path):
+    t = Trainer(get_preset("quick", epochs=1), pairs, tmp_path / "r", progress=False).fit()
+    assert all(p.requires_grad for p in t.D.parameters()) and all(p.requires_grad for p in t.G.parameters())
 
 def test_non_finite_fp32_step_is_skipped(pairs, tmp_path):
     t = Trainer(get_preset("quick", epochs=1), pairs, tmp_path / "r", progress=False)
@@ -109,23 +180,31 @@ def test_resume_with_other_settings_is_refused(quick_run, pairs):
     with pytest.raises(TofError, match="--resume"):
         Trainer(get_preset("quick"), pairs, quick_run, progress=False)
 
+# `tof3dgan train` in a subprocess that SIGKILLs itself when the run has completed KILL_STEP steps (the global count, so
+# also after a resume): the kill lands at the same point on a fast or a loaded machine
+KILL_AT_STEP = """
+import os, signal, sys
+import tof3dgan.train as T
+at, step = int(os.environ["KILL_STEP"]), T.Trainer.train_step
+def train_step(self, *a, **k):
+    if self.step == at: os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, *a, **k)
+T.Trainer.train_step = train_step
+from tof3dgan.cli import main
+sys.exit(main())
+"""
+
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
-    args = ["--preset", "quick", "--epochs", "8", "--n-train", "96", "--quiet"]
+    args = ["--preset", "quick", "--epochs", "3", "--n-train", "32", "--quiet"]          # 16 steps per epoch
     run_cli("train", *args, "--out", tmp_path / "full", check=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
-    p = subprocess.Popen([sys.executable, "-c", "import sys; from tof3dgan.cli import main; sys.exit(main())",
-                          "train", *args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    t0 = time.time()
-    while not (killed / "log.csv").exists() and p.poll() is None and time.time() - t0 < 120: time.sleep(0.02)
-    time.sleep(0.3)                                   # land somewhere inside a later epoch
-    p.send_signal(signal.SIGKILL); p.wait()
-    assert p.returncode == -signal.SIGKILL, "training finished before it could be killed; make the run longer"
-    done = load_checkpoint(killed / "checkpoint.pt")["epoch"]
-    assert 1 <= done < 8
-    r = run_cli("train", *args, "--out", killed, "--resume", check=True)
+    p = subprocess.run([sys.executable, "-c", KILL_AT_STEP, "train", *args, "--out", str(killed)], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "KILL_STEP": "21"}, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]                             # killed inside epoch 2
+    assert load_checkpoint(killed / "checkpoint.pt")["epoch"] == 1
+    run_cli("train", *args, "--out", killed, "--resume", check=True)
     a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(killed / "checkpoint.pt")
-    assert a["epoch"] == b["epoch"] == 8 and a["step"] == b["step"]
+    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"] == 48
     for net in ("G", "D"):
         assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
     strip = lambda h: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in h]
