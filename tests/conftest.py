@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "real"
+from tof3dgan.core import REAL_DATA_HINT, real_data_dir
+# real example data: $TOF3DGAN_REAL_DATA, else ../shared/data/real beside the repository; a path that never exists when absent
+SHARED = real_data_dir() or Path(os.devnull) / "no-real-data"
+REAL_SKIP = f"real data not found: {REAL_DATA_HINT}"     # the skip reason of tests that need it
 AFF = np.diag([0.5, 0.5, 0.7, 1.0])     # the paper's spacing, RAS
 
 # ---------------------------------------------------------------- shared fixtures: NIfTI files and tiny datasets

@@ -3,11 +3,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import AFF, SHARED, random_pairs, run_cli, tiny_dataset, write_nifti, write_pairs
-from tof3dgan.core import TofError
+from conftest import AFF, REAL_SKIP, SHARED, random_pairs, run_cli, tiny_dataset, write_nifti, write_pairs
+from tof3dgan.core import TofError, TofWarning, get_preset, real_data_dir, with_warnings
 from tof3dgan.data.io import Case, PairSet, find_cases, load_case, read_volume
-from tof3dgan.data.store import PatchSpec, PatchStore, PrepareConfig, case_origins, example_dataset, prepare, split_cases, to_u8
-from tof3dgan.data.preprocess import denoise, n4_correct, skull_strip
+from tof3dgan.data.store import (PatchSpec, PatchStore, PrepareConfig, case_origins, example_dataset, load_pairs, prepare,
+                                 preprocess_case, split_cases, to_u8)
+from tof3dgan.data.preprocess import denoise, n4_correct, noise_sigma, skull_strip
 from tof3dgan.patches import crop, grid_starts
 from tof3dgan.phantom import make_phantom
 
@@ -35,13 +36,19 @@ def _bad_case(tmp_path, good, kind):
         b = tmp_path / "b.nii.gz"; b.write_text("hello"); return Case("c", b, lab)
     if kind == "wrong_type":
         b = tmp_path / "b.png"; b.write_bytes(b"\x89PNG"); return Case("c", b, lab)
+    if kind == "all_zero": return Case("c", write_nifti(tmp_path / "b.nii.gz", np.zeros_like(ph.image)), lab)
+    if kind == "constant": return Case("c", write_nifti(tmp_path / "b.nii.gz", np.full_like(ph.image, 3.5)), lab)
+    if kind == "no_foreground":
+        x = np.zeros_like(ph.image); x[:2, :2, :2] = 9; return Case("c", write_nifti(tmp_path / "b.nii.gz", x), lab)
+    if kind == "empty_brain_mask": return Case("c", img, lab, write_nifti(tmp_path / "b.nii.gz", np.zeros_like(ph.label)))
     raise ValueError(kind)
 
 @pytest.mark.parametrize("kind,msg", [
     ("shape", "same grid"), ("affine", "affines differ"), ("nonbinary", "--label-threshold"),
     ("multiclass", "--label-classes"), ("empty", "empty"), ("nan", "NaN or infinite"), ("inf", "NaN or infinite"),
     ("2d", "3D volume"), ("4d", "3D volume"), ("truncated", "truncated, corrupt"), ("not_an_image", "truncated, corrupt"),
-    ("wrong_type", "not a volume file")])
+    ("wrong_type", "not a volume file"), ("all_zero", "is constant"), ("constant", "is constant"),
+    ("no_foreground", "has no foreground"), ("empty_brain_mask", "Brain mask .* is empty")])
 def test_each_validation_error_names_file_and_fix(tmp_path, good, kind, msg):
     case = _bad_case(tmp_path, good, kind)
     with pytest.raises(TofError, match=msg) as e:
@@ -139,15 +146,15 @@ def test_cli_prepare_skip_bad_and_train_from_store(tmp_path):
     r = run_cli(*args)
     assert r.returncode == 2 and "broken_0000.nii.gz contains NaN" in r.stderr and not (tmp_path / "store").exists()
     r = run_cli(*args, "--skip-bad", check=True)
-    assert "skipped broken" in r.stdout and "skipped 1 bad cases" in r.stdout
+    assert "skipped 1 bad case" in r.stdout and "  skipped broken: Image " in r.stdout and "broken_0000.nii.gz contains NaN" in r.stdout
     idx = json.loads((tmp_path / "store" / "index.json").read_text())
-    assert idx["skipped"][0]["case"] == "broken" and "broken" not in idx["cases"]
+    assert idx["skipped"][0]["case"] == "broken" and "broken" not in idx["cases"] and "contains NaN" in idx["skipped"][0]["reason"]
     r = run_cli("train", "--preset", "quick", "--data", tmp_path / "store", "--out", tmp_path / "run", "--epochs", 1, "--quiet", check=True)
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     r = run_cli("train", "--preset", "demo", "--data", tmp_path / "store", "--out", tmp_path / "run2", "--quiet")
     assert r.returncode == 2 and "holds (16, 16, 8) patches" in r.stderr
 
-@pytest.mark.skipif(not (SHARED / "vessel_masks").exists(), reason="shared real data not present")
+@pytest.mark.skipif(not (SHARED / "vessel_masks").exists(), reason=REAL_SKIP)
 def test_real_vessel_masks_through_prepare(tmp_path):
     masks = sorted((SHARED / "vessel_masks").glob("Normal001-MRA-*.nii.gz"))[:2] + [SHARED / "vessel_masks" / "IXI022-Guys-0701-MRA-STAPLE.nii.gz"]
     src = example_dataset(tmp_path / "raw", masks, n_phantoms=0, crop_to=(96, 96, 48))
@@ -158,14 +165,15 @@ def test_real_vessel_masks_through_prepare(tmp_path):
     frac = np.mean([st[i][1].mean() for i in range(len(st))])
     assert 0.002 < frac < 0.3
 
-@pytest.mark.skipif(not (SHARED / "tof_images").exists(), reason="shared real data not present")
+@pytest.mark.skipif(not (SHARED / "tof_images").exists(), reason=REAL_SKIP)
 @pytest.mark.parametrize("name", ["chris_MRA.nii.gz", "topcow_crop_mra.mha"])
 def test_preprocessing_on_real_tof(name):
     img, aff = read_volume(SHARED / "tof_images" / name)
     from tof3dgan.data.io import spacing_of
     sp = spacing_of(aff)
-    img = img.astype(np.float32)
-    out = denoise(n4_correct(img, sp), sp)
+    c = tuple(slice(max(0, n // 2 - k // 2), n // 2 + k // 2) for n, k in zip(img.shape, (100, 128, 60)))
+    img = img.astype(np.float32)[c]                                 # central crop: NLM on all 200x256x120 takes ~20 s
+    out = n4_correct(denoise(img, sp), sp)                          # the authors' order, NLM for Rician noise
     assert out.shape == img.shape and np.isfinite(out).all()
     hi = img > np.percentile(img, 99.5)                        # the brightest voxels (vessels) stay the brightest
     assert out[hi].mean() > 2 * np.median(out[img > np.percentile(img, 50)])
@@ -187,3 +195,76 @@ def test_pairset_errors(tmp_path):
     with pytest.raises(TofError, match="has no label"): PairSet(root)
     ps = PairSet(write_pairs(random_pairs(3, 0), tmp_path / "ok"))
     assert ps.cases == ["c000", "c001", "c002"] and ps.image(0).max() > 1 and ps.label(0).dtype == bool
+
+# ---------------------------------------------------------------- issue 11: real-data locator, NLM and the authors' order, n_train
+def test_real_data_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOF3DGAN_REAL_DATA", str(tmp_path))
+    assert real_data_dir() == tmp_path
+    monkeypatch.setenv("TOF3DGAN_REAL_DATA", str(tmp_path / "absent"))
+    with pytest.warns(TofWarning, match="TOF3DGAN_REAL_DATA=.*absent is not a folder"):
+        assert real_data_dir() is None
+    monkeypatch.delenv("TOF3DGAN_REAL_DATA")
+    sibling = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+    assert real_data_dir() == (sibling if sibling.is_dir() else None)
+    assert "TOF3DGAN_REAL_DATA=" in REAL_SKIP and "vessel_masks/" in REAL_SKIP
+
+def test_nlm_removes_rician_noise_and_its_floor():
+    noisy, clean = make_phantom((64, 72, 32), seed=2), make_phantom((64, 72, 32), seed=2, noise=0)
+    head, air = noisy.head.astype(bool), noisy.head == 0
+    assert abs(noise_sigma(noisy.image) - 0.015) < 0.003              # the phantom's Rician sigma
+    out = denoise(noisy.image, noisy.spacing, "nlm")
+    err = lambda x: np.sqrt(((x - clean.image)[head] ** 2).mean())
+    assert err(out) < 0.8 * err(noisy.image)
+    assert out[air].mean() < 0.5 * noisy.image[air].mean()           # the Rician floor of the air is mostly gone
+    hi = clean.label.astype(bool)
+    assert abs(out[hi].mean() - clean.image[hi].mean()) < 0.05 * clean.image[hi].mean()   # vessels keep their brightness
+
+def test_noise_sigma_ignores_masked_background():
+    rng = np.random.default_rng(0)
+    x = np.zeros((64, 64, 32), np.float32); x[16:48, 16:48, 8:24] = 10 + rng.normal(0, 2, (32, 32, 16))
+    assert abs(noise_sigma(x) - 2) < 0.3                              # the zeroed 7/8 of the volume would give 0
+
+def test_preprocess_runs_in_the_authors_order(tmp_path, monkeypatch):
+    import tof3dgan.data.store as st
+    calls = []
+    monkeypatch.setattr(st, "denoise", lambda img, sp, m: calls.append(("denoise", m)) or img)
+    monkeypatch.setattr(st, "n4_correct", lambda img, sp: calls.append(("n4",)) or img)
+    monkeypatch.setattr(st, "resample", lambda a, sp, t, o: calls.append(("resample",)) or a)
+    ph = make_phantom((48, 56, 24), seed=1)
+    case = Case("c", write_nifti(tmp_path / "i.nii.gz", ph.image, np.diag([0.6, 0.6, 0.8, 1])),
+                write_nifti(tmp_path / "l.nii.gz", ph.label, np.diag([0.6, 0.6, 0.8, 1])))
+    preprocess_case(case, PrepareConfig())
+    assert calls == [("resample",), ("resample",), ("denoise", "nlm"), ("n4",)]    # image, label; then NLM before N4
+    calls.clear(); preprocess_case(case, PrepareConfig(order=("n4", "denoise"), denoise="curvature_flow"))
+    assert calls[-2:] == [("n4",), ("denoise", "curvature_flow")]
+    with pytest.raises(TofError, match="order"): PrepareConfig(order=("n4", "n4"))
+    with pytest.raises(TofError, match="Unknown denoiser"): PrepareConfig(denoise="bm3d")
+
+def test_store_order_and_warnings_in_index(store):
+    root, src, cfg, idx = store
+    assert idx["params"]["order"] == ["denoise", "n4"] and idx["params"]["denoise"] == "nlm"
+    assert isinstance(idx["warnings"], list) and idx["skipped"] == []
+
+def test_n_train_takes_a_seeded_subset_of_a_store(store, tmp_path):
+    from tof3dgan.train import Trainer
+    root, src, cfg, idx = store
+    full = PatchStore(root / "store", "gan_train")
+    gcfg = get_preset("quick", patch=(32, 32, 16), n_train=6, epochs=1, snapshot_n=0)
+    info = {}
+    sub = load_pairs(root / "store", gcfg, info=info)
+    assert isinstance(sub, PatchStore) and len(sub) == 6 and info == {"source": "store", "path": str(root / "store"),
+                                                                       "available": len(full), "used": 6}
+    assert np.array_equal(sub.indices, load_pairs(root / "store", gcfg).indices)             # seeded
+    assert not np.array_equal(sub.indices, load_pairs(root / "store", get_preset("quick", patch=(32, 32, 16), n_train=6, seed=1)).indices)
+    assert np.array_equal(sub[np.arange(6)], full[sub.indices]) and sub.records == [full.records[i] for i in sub.indices]
+    assert np.array_equal(sub.subset([1, 3]).indices, sub.indices[[1, 3]])
+    assert len(load_pairs(root / "store", get_preset("quick", patch=(32, 32, 16), n_train=10**6))) == len(full)
+    t = Trainer(gcfg, sub, tmp_path / "run", progress=False)
+    t.fit()
+    assert t.step == 6 // gcfg.batch_size and json.loads((tmp_path / "run" / "config.json").read_text())["n_train"] == 6
+
+def test_n_train_takes_a_seeded_subset_of_a_folder(tmp_path):
+    root = write_pairs(random_pairs(10, 0), tmp_path / "pairs")
+    info = {}
+    x = load_pairs(root, get_preset("quick", n_train=4), progress=False, info=info)
+    assert x.shape == (4, 2, 16, 16, 8) and info["available"] == 10 and info["used"] == 4

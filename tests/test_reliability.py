@@ -1,5 +1,5 @@
 "Issue 6: crash safety, safe loading, numerical and resource faults, the bad-input corpus, run records."
-import errno, json, os, random, signal, subprocess, sys, time
+import errno, json, os, random, signal, subprocess, sys
 from pathlib import Path
 import nibabel as nib
 import numpy as np
@@ -13,34 +13,86 @@ from tof3dgan.train import Trainer
 from tof3dgan.data.store import load_pairs
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TRAIN = ["train", "--preset", "quick", "--epochs", "10", "--n-train", "48", "--quiet"]
+TRAIN = ["train", "--preset", "quick", "--epochs", "6", "--n-train", "48", "--quiet"]
 
-def _popen(args):
-    return subprocess.Popen([sys.executable, "-c", "import sys; from tof3dgan.cli import main; sys.exit(main())", *map(str, args)],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+# `tof3dgan ARGS` in a subprocess that SIGKILLs itself at a chosen point of the run (env KILL), so each kill lands at
+# the same place on a fast or a loaded machine:
+#   load   while the training pairs are made (before the run folder exists)
+#   step:N when the run has completed N steps (global count, also after a resume)
+#   save:E after epoch E's checkpoint was written to its temporary file, before it is renamed into place
+#   link:E after checkpoint.pt's replacement was hard-linked to epoch E's file, before the rename that swaps it in
+KILLER = """
+import os, signal, sys
+import torch, tof3dgan.train as T, tof3dgan.data.store as S
+where, n = (os.environ["KILL"].split(":") + ["0"])[:2]; n = int(n)
+die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+if where == "load": S.load_pairs = die
+elif where == "step":
+    step = T.Trainer.train_step
+    T.Trainer.train_step = lambda self, *a, **k: die() if self.step == n else step(self, *a, **k)
+elif where == "save":
+    save = torch.save
+    def torch_save(obj, f, *a, **k):
+        save(obj, f, *a, **k)
+        if isinstance(obj, dict) and obj.get("epoch") == n: die()
+    torch.save = torch_save
+elif where == "link":
+    link = os.link
+    def os_link(src, dst, *a, **k):
+        link(src, dst, *a, **k)
+        if str(src).endswith(f"epoch_{n:04d}.pt"): die()
+    os.link = os_link
+from tof3dgan.cli import main
+sys.exit(main())
+"""
 
-def test_random_sigkills_always_resume_to_identical_weights(tmp_path):
-    run_cli(*TRAIN, "--out", tmp_path / "full", check=True)
-    out, rng, kills = tmp_path / "killed", random.Random(1), 0
-    while True:
-        resume = latest_valid(out / "checkpoints")[0] is not None
-        p = _popen(TRAIN + ["--out", out] + (["--resume"] if resume else []))
-        if kills < 4:
-            time.sleep(rng.uniform(1.5, 3.5))        # python start-up ~1.5 s, then a few epochs of ~0.4 s
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL); p.wait(); kills += 1; continue
-        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
-        break
-    assert kills >= 3
+def _run_killed(args, kill):
+    return subprocess.run([sys.executable, "-c", KILLER, *map(str, args)], env={**ENV, "KILL": kill}, capture_output=True,
+                          text=True, timeout=300)
+
+def test_sigkills_anywhere_always_resume_to_identical_weights(tmp_path):
+    "A job requeued with the same `--resume` command line after SIGKILLs at every kind of point ends bit-identical."
+    run_cli(*TRAIN, "--out", tmp_path / "full", check=True)                    # 6 epochs of 24 steps
+    out, rng = tmp_path / "killed", random.Random(1)
+    def done():                                                                  # the epoch a resume continues from
+        best = latest_valid(out / "checkpoints")[0]
+        return load_checkpoint(best)["epoch"] if best else 0
+    plan = [lambda e: "load", lambda e: "step:0", lambda e: "save:1",             # all before the first checkpoint
+            lambda e: f"step:{24 * e + rng.randrange(25, 48)}", lambda e: f"link:{e + 1}", lambda e: f"save:{e + 1}",
+            lambda e: f"step:{24 * e + rng.randrange(25, 48)}"]                    # a step inside the epoch after next
+    kills = []
+    for when in plan:
+        kill = when(done())
+        p = _run_killed(TRAIN + ["--out", out, "--resume"], kill)
+        assert p.returncode == -signal.SIGKILL, (kill, p.returncode, p.stderr[-2000:])
+        assert not (out / "checkpoint.pt").exists() or verify_checkpoint(out / "checkpoint.pt")[0], kill   # usable at every instant
+        kills.append((kill, done()))
+    assert [e for _, e in kills] == [0, 0, 0, 1, 2, 2, 3], kills               # epoch each kill left to resume from
+    r = run_cli(*TRAIN, "--out", out, "--resume", check=True)
     a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
-    assert a["epoch"] == b["epoch"] == 10
+    assert a["epoch"] == b["epoch"] == 6 and a["step"] == b["step"] == 144
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])
     for opt in ("opt_g", "opt_d"):                                              # Adam moments too
         sa, sb = a[opt]["state"], b[opt]["state"]
         assert sa.keys() == sb.keys() and all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    strip = lambda h: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in h]
+    assert strip(a["history"]) == strip(b["history"])
     assert len(list((out / "checkpoints").glob("epoch_*.pt"))) == 3          # keep_last
     assert all(verify_checkpoint(p)[0] for p in (out / "checkpoints").glob("epoch_*.pt"))
-    assert not list(out.rglob("*.tmp"))
+    assert not [p for p in out.rglob(".*") if p.is_file()]                    # no temporary or link files left behind
+
+def test_resume_before_the_first_checkpoint_starts_the_run(tmp_path):
+    "Issue 11.5: `--resume` on a run folder without a checkpoint starts the run, unless the folder records other settings."
+    r = _run_killed(TRAIN + ["--out", tmp_path / "a", "--epochs", "2"], "step:3")   # killed before its first checkpoint
+    assert r.returncode == -signal.SIGKILL and (tmp_path / "a" / "config.json").exists()
+    assert latest_valid(tmp_path / "a" / "checkpoints")[0] is None
+    r = run_cli(*TRAIN, "--out", tmp_path / "a", "--epochs", "2", "--resume", check=True)
+    assert f"no checkpoint in {tmp_path / 'a'} yet: starting the run from epoch 0" in r.stdout
+    assert load_checkpoint(tmp_path / "a" / "checkpoint.pt")["epoch"] == 2
+    r = _run_killed(TRAIN + ["--out", tmp_path / "b", "--epochs", "2"], "step:3")
+    r = run_cli(*TRAIN, "--out", tmp_path / "b", "--epochs", "2", "--width", "32", "--resume")
+    assert r.returncode == 2 and "config.json was written for other settings (width 16, now 32)" in r.stderr, r.stderr
+    assert not (tmp_path / "b" / "checkpoints").exists()
 
 def test_resume_skips_damaged_newest_checkpoint(quick_run, tmp_path, capsys):
     import shutil
@@ -157,6 +209,11 @@ PREPARE = {
     "png_named_nifti": (dict(image=_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)), "truncated, corrupt"),
     "folder_not_file": (dict(image=_folder), "truncated, corrupt"),   # root ignores permissions, so an unreadable path is a folder
     "symlink_loop": (dict(image=_symlink_loop), "truncated, corrupt"),
+    # issue 11: degenerate images (all zero crashed with an IndexError) and a user's empty brain mask
+    "all_zero_image": (dict(image=_arr(np.zeros_like(PH))), "bad_0000.nii.gz is constant (every voxel is 0)"),
+    "constant_image": (dict(image=_arr(np.full_like(PH, 7.0))), "bad_0000.nii.gz is constant (every voxel is 7)"),
+    "no_foreground": (dict(image=_arr(np.where(np.arange(PH.size).reshape(PH.shape) == 99, 50.0, 0.0).astype(np.float32))),
+                      "bad_0000.nii.gz has no foreground"),
 }
 
 def _corpus_cases(tmp):
@@ -180,13 +237,43 @@ def _corpus_cases(tmp):
     def empty():
         (tmp / "empty" / "imagesTr").mkdir(parents=True); (tmp / "empty" / "labelsTr").mkdir(); return ["prepare", tmp / "empty", out]
     cases["prepare/no_cases"] = (empty, "No cases found")
+    # issue 11: dataset.json, nnU-Net naming, --skip-bad leaving nothing, headers claiming terabytes, empty brain masks
+    def dsjson(text, name):
+        def make():
+            ds = _dataset(tmp / name); (ds / "dataset.json").write_text(text); return ["prepare", ds, out]
+        return make
+    cases["prepare/dataset_json_invalid"] = (dsjson('{"numTraining": 2,, }', "dsj1"), "dataset.json is not valid JSON (")
+    cases["prepare/dataset_json_not_an_object"] = (dsjson('[1, 2]', "dsj2"), "dataset.json is not a JSON object")
+    cases["prepare/dataset_json_bad_file_ending"] = (dsjson('{"file_ending": ".png"}', "dsj3"), "file_ending '.png'")
+    cases["prepare/dataset_json_bad_labels"] = (dsjson('{"labels": {"vessel": 1}}', "dsj4"), "must map background to 0")
+    cases["prepare/dataset_json_no_channel_0"] = (dsjson('{"channel_names": {"1": "T1"}}', "dsj5"), 'no channel "0"')
+    def no_0000():
+        ds = _dataset(tmp / "no0000")
+        for p in (ds / "imagesTr").iterdir(): p.rename(p.with_name(p.name.replace("_0000", "")))
+        return ["prepare", ds, out]
+    cases["prepare/images_without_0000"] = (no_0000, "none named <case>_0000.nii.gz")
+    def all_bad():
+        ds = _dataset(tmp / "allbad", image=_arr(np.full_like(PH, np.nan)))
+        write_nifti(ds / "imagesTr" / "good_0000.nii.gz", np.zeros_like(PH))
+        return ["prepare", ds, out, "--skip-bad"]
+    cases["prepare/skip_bad_leaves_nothing"] = (all_bad, "Every case in")
+    def huge_header():                                       # uncompressed: the reader would try to allocate 108 TB
+        ds = _dataset(tmp / "huge"); (ds / "imagesTr" / "bad_0000.nii.gz").unlink()
+        _absurd_header(ds / "imagesTr" / "bad_0000.nii"); return ["prepare", ds, out]
+    cases["prepare/absurd_header_uncompressed"] = (huge_header, "more than the file holds")
+    def empty_brain():
+        ds = _dataset(tmp / "brain"); write_nifti(ds / "brainmasksTr" / "bad.nii.gz", np.zeros_like(LB)); return ["prepare", ds, out]
+    cases["prepare/empty_brain_mask"] = (empty_brain, "brainmasksTr/bad.nii.gz is empty")
     cases["train/unknown_preset"] = (lambda: ["train", "--preset", "paper_xl", "--out", out], "Unknown preset")
     cases["train/missing_data"] = (lambda: ["train", "--preset", "quick", "--data", tmp / "nodata", "--out", out], "is not a folder")
     def wrongpatch():
         d = tmp / "pairs"; write_nifti(d / "imagesTr" / "a_0000.nii.gz", PH); write_nifti(d / "labelsTr" / "a.nii.gz", LB)
         return ["train", "--preset", "quick", "--data", d, "--out", out]
     cases["train/wrong_patch_size"] = (wrongpatch, "trains on (16, 16, 8) patches")
-    cases["train/resume_nothing"] = (lambda: ["train", "--preset", "quick", "--out", out, "--resume"], "holds no checkpoint")
+    def raw_scans():                                          # issue 11: say which command cuts patches
+        ds = _dataset(tmp / "scans"); return ["train", "--preset", "quick", "--data", ds, "--out", out]
+    cases["train/raw_scans_need_prepare"] = (raw_scans, "cut patches first with `tof3dgan prepare")
+    # (train --resume on a folder without a checkpoint now starts the run: commit 7750e24, no longer a bad input)
     def outfile():
         (tmp / "afile").write_text("x"); return ["train", "--preset", "quick", "--out", tmp / "afile" / "run"]
     cases["train/out_under_a_file"] = (outfile, "")
