@@ -56,3 +56,17 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick") / "run"
     run_cli("train", "--preset", "quick", "--out", out, "--quiet", check=True)
     return out
+
+
+def assert_one_line_error(argv, tmp_path, capsys, expected: str, must_not_exist=("out",)):
+    "Run the CLI in-process on a bad input: exit 2, one line `tof3dgan: error: ...` naming `expected`, nothing half-written."
+    from tof3dgan import cli
+    before = set(tmp_path.rglob("*"))
+    code = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert code == 2, (code, err)
+    assert len(lines) == 1 and lines[0].startswith("tof3dgan: error: ") and "Traceback" not in err, err
+    assert expected in lines[0], lines[0]
+    for name in must_not_exist: assert not (tmp_path / name).exists(), name
+    assert not [p for p in set(tmp_path.rglob("*")) - before if ".partial-" in p.name or p.name.endswith(".tmp")]

@@ -87,15 +87,22 @@ def test_batch_penalty_takes_its_norm_over_the_global_batch(tmp_path):
             return gp, [p.grad for p in (d.module if isinstance(d, DDP) else d).parameters()]
         gp1, g1 = loss_d(critic(), x, f)                                          # one process, whole batch
         sl = slice(2 * rank, 2 * rank + 2)
-        gp2, g2 = loss_d(DDP(critic()), x[sl], f[sl], global_batch=True)           # two processes, half each
+        d2 = DDP(critic())
+        gp2, g2 = loss_d(d2, x[sl], f[sl], global_batch=True)                      # two processes, half each
         assert torch.allclose(gp1, gp2, rtol=1e-10), (gp1.item(), gp2.item())
         assert all((a is None) == (b is None) for a, b in zip(g1, g2))
         err = max(((a - b).abs().max() / a.abs().max()).item() for a, b in zip(g1, g2) if a is not None)
         assert err < 1e-9, err
-        gp3, g3 = loss_d(DDP(critic()), x[sl], f[sl])                              # the local share's norm is another penalty
+        d3 = DDP(critic())
+        gp3, g3 = loss_d(d3, x[sl], f[sl])                                          # the local share's norm is another penalty
         assert not torch.allclose(gp3, gp1)
         print(f"rank {rank}: penalty {gp2.item():.6f} == {gp1.item():.6f}, gradients within {err:.1e}")
-        dist.destroy_process_group()
+        # Both ranks are done once they pass the barrier; leave without running C++ destructors. Tearing down gloo
+        # after DDP's double-backward reducers (destroy_process_group or plain interpreter exit) aborted one rank with
+        # "terminate called without an active exception" in about one run of four on the 2-core CI machine, after
+        # every check above had passed. The trainer is not affected: its DDP runs end in the test above.
+        import os, sys
+        dist.barrier(); sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
     """, tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert r.stdout.count("penalty") == 2

@@ -79,9 +79,12 @@ def test_generate_writes_pairs_from_the_shipped_file(tmp_path):
 
 def test_wheel_carries_the_models_and_loads_them_after_install(tmp_path):
     "A fresh (non-editable) install from the wheel lists and loads the shipped generator, from a folder outside the repo."
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "w")],
+    src = tmp_path / "src"                                               # a copy: the build writes nothing into the checkout
+    shutil.copytree(ROOT / "tof3dgan", src / "tof3dgan", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+        if (ROOT / f).exists(): shutil.copy(ROOT / f, src / f)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "w")],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    shutil.rmtree(ROOT / "build", ignore_errors=True)                   # setuptools' scratch folder in the checkout
     assert r.returncode == 0, r.stderr[-2000:]
     whl = next((tmp_path / "w").glob("tof3dgan-*.whl"))
     names = zipfile.ZipFile(whl).namelist()

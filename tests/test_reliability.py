@@ -5,7 +5,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import AFF, run_cli, write_nifti
+from conftest import AFF, assert_one_line_error, run_cli, write_nifti
 from tof3dgan import cli
 from tof3dgan.checkpoint import export_generator, latest_valid, load_checkpoint, verify_checkpoint
 from tof3dgan.core import TofError, get_preset
@@ -304,12 +304,4 @@ def test_bad_input_corpus(name, tmp_path, capsys):
     make, expected = _corpus_cases(tmp_path)[name]
     argv = [str(a) for a in make()]
     if argv[0] != "presets": argv.append("--quiet")                       # progress bars also go to stderr
-    before = set(tmp_path.rglob("*"))
-    code = cli.main(argv)
-    err = capsys.readouterr().err
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert code == 2, (code, err)
-    assert len(lines) == 1 and lines[0].startswith("tof3dgan: error: ") and "Traceback" not in err, err
-    assert expected in lines[0], lines[0]
-    assert not (tmp_path / "out").exists() and not (tmp_path / "pwned").exists()
-    assert not [p for p in set(tmp_path.rglob("*")) - before if ".partial-" in p.name or p.name.endswith(".tmp")]
+    assert_one_line_error(argv, tmp_path, capsys, expected, must_not_exist=("out", "pwned"))

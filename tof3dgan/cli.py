@@ -1,4 +1,4 @@
-"""The `tof3dgan` command: `demo`, `prepare`, `train`, `generate`, `export`, `evaluate`, `presets`. Thin: each command calls one function.
+"""The `tof3dgan` command: `demo`, `prepare`, `train`, `generate`, `export`, `evaluate`, `render`, `segment`, `presets`. Thin: each command calls one function.
 
 Docs: https://tof3dgan.github.io/tof3dgan/api/cli.html.md"""
 
@@ -13,7 +13,8 @@ from .core import GAN_CHOICES, PRESETS, GANConfig, TofError, get_preset, with_wa
 
 # %% auto #0
 __all__ = ['add_config_options', 'cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_render', 'cmd_prepare', 'cmd_export',
-           'cmd_evaluate', 'cmd_presets', 'parser', 'main']
+           'cmd_evaluate', 'cmd_segment_train', 'cmd_segment_predict', 'cmd_segment_score', 'cmd_presets',
+           'HelpFormatter', 'parser', 'main']
 
 # %% ../nbs/api/11_cli.ipynb #d998c616
 def _tuple_of(kind, n: int, flag: str):
@@ -42,7 +43,7 @@ def _overrides(a) -> dict:
     "The `GANConfig` fields set on the command line."
     return {f.name: getattr(a, f.name) for f in dataclasses.fields(GANConfig) if getattr(a, f.name, None) is not None}
 
-# %% ../nbs/api/11_cli.ipynb #c99be634
+# %% ../nbs/api/11_cli.ipynb #3e2e2c5a
 def cmd_demo(a):
     from tof3dgan.demo import run_demo
     s = run_demo(a.out, preset=a.preset, device=a.device, n_generate=a.n, overwrite=a.overwrite, progress=not a.quiet)
@@ -130,6 +131,50 @@ def cmd_evaluate(a):
           f"recall {q['recall']:.3f}  density {q['density']:.3f}  coverage {q['coverage']:.3f}  ({res['features']['weights']})")
     print(f"Wrote metrics.json, metrics.csv, prd.png, prd_curve.csv, topology.csv, real_stats.npz to {a.out}")
 
+def cmd_segment_train(a):
+    from tof3dgan.segment.unet import seg_preset
+    from tof3dgan.segment.train import train_unet
+    over = {k: v for k, v in (("arch", a.arch), ("epochs", a.epochs), ("steps_per_epoch", a.steps_per_epoch),
+                              ("patience", a.patience), ("min_epochs", a.min_epochs), ("batch_size", a.batch_size), ("lr", a.lr), ("seed", a.seed),
+                              ("precision", a.precision)) if v is not None}
+    if a.channels: over["channels"] = tuple(int(c) for c in _floats(a.channels, None, "--channels"))
+    cfg = seg_preset(a.preset, **over)
+    train = ([a.data] if a.data else []) + list(a.synthetic or [])
+    if not train: raise TofError("No U-Net training data: pass --data STORE (real pairs), --synthetic DIR (generated pairs), or both.")
+    val = a.val or a.data
+    if val is None:
+        raise TofError("Training on --synthetic pairs alone needs real validation patients: pass --val STORE (a patch store from `tof3dgan prepare`).")
+    tr = train_unet(cfg, train, val, a.out, device=a.device, resume=a.resume, progress=not a.quiet)
+    print(f"Trained U-Net ({cfg.name}) for {tr.epoch} epochs, {tr.step} steps{' (stopped early)' if tr.stopped else ''}; "
+          f"best validation DSC {tr.best['dsc']:.3f} at epoch {tr.best['epoch']}: {tr.best_path}")
+
+def cmd_segment_predict(a):
+    import json
+    from tof3dgan.segment.predict import calibrate_contrast, calibrate_floor, predict
+    if (a.checkpoint is None) == (a.calibrate is None):
+        raise TofError("Pass either --checkpoint (a U-Net run or its best.pt) or --calibrate STORE (the intensity-threshold floor), not both or neither.")
+    thr = calibrate_floor(a.calibrate, progress=not a.quiet) if a.calibrate else None
+    mc = a.min_contrast or "0"
+    try: mc = float(mc)
+    except ValueError: mc = calibrate_contrast(mc, progress=not a.quiet)    # a patch store: its training patients' contrast
+    out = predict(a.input, a.out, checkpoint=a.checkpoint, threshold=thr, split=a.split, device=a.device,
+                  overwrite=a.overwrite, progress=not a.quiet, min_contrast=mc)
+    n = len(json.loads((Path(out) / "predictions.json").read_text())["cases"])
+    what = f"U-Net {a.checkpoint}" if a.checkpoint else f"threshold floor {thr:.2f} calibrated on {a.calibrate}"
+    print(f"Wrote <case>_prob.nii.gz and <case>_mask.nii.gz of {n} volumes to {out} ({what})")
+
+def cmd_segment_score(a):
+    from tof3dgan.core import atomic_write
+    from tof3dgan.segment.score import score_predictions, seg_table
+    df = score_predictions(a.pred, a.truth, brain_masks=a.brain_masks, all_only=a.all_only, spacing="mm" if a.mm else None,
+                           progress=not a.quiet)
+    out = Path(a.out) if a.out else Path(a.pred)
+    table = seg_table(df.assign(source=a.name or Path(a.pred).name))
+    for name, frame, idx in (("scores.csv", df, False), ("summary.csv", table, True)):
+        with atomic_write(out / name) as tmp: frame.to_csv(tmp, index=idx)
+    print(table.to_string())
+    print(f"Wrote per-case scores to {out / 'scores.csv'} and the mean (sd) table to {out / 'summary.csv'}")
+
 def cmd_presets(a):
     for k, c in PRESETS.items():
         print(f"{k:<14} width={c.width:<5} patch={'x'.join(map(str, c.patch)):<11} critic={c.critic_norm:<9} "
@@ -140,6 +185,96 @@ def _common(s, quiet_only: bool = False):
         s.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
 
+_SEG_EXAMPLES = """examples:
+  tof3dgan prepare RAW store                                   # real patients -> patch store (seg_train, seg_val)
+  tof3dgan generate --checkpoint run/checkpoint.pt --n 2350 --out syn
+  tof3dgan segment train --data store --out unet-real          # real pairs
+  tof3dgan segment train --synthetic syn --val store --out unet-syn
+  tof3dgan segment train --data store --synthetic syn --out unet-mix   # real + synthetic (appendix A)
+  tof3dgan segment predict --checkpoint unet-real --input store --out pred-real --min-contrast store
+  tof3dgan segment predict --calibrate store --input store --out pred-floor          # intensity-threshold floor
+  tof3dgan segment score --pred pred-real --truth store        # DSC, bAVD: all vessels and intracranial
+"""
+
+def _seg_parser(sub) -> None:
+    "The `segment` command group: train, predict, score."
+    raw = HelpFormatter
+    sg = sub.add_parser("segment", help="downstream 3D U-Net: train on real/synthetic pairs, predict volumes, score them",
+                        description="The paper's downstream test: a 3D U-Net trained on real, synthetic or mixed patch pairs, "
+                                    "applied to whole test volumes and scored with DSC and bAVD.",
+                        epilog=_SEG_EXAMPLES, formatter_class=raw)
+    ss = sg.add_subparsers(dest="segment_cmd", required=True, metavar="{train,predict,score}")
+
+    t = ss.add_parser("train", help="train a U-Net; model selection and early stopping on real validation patients",
+                      formatter_class=raw, epilog="""examples:
+  tof3dgan segment train --data store --out unet-real
+  tof3dgan segment train --synthetic syn --val store --out unet-syn --preset cpu
+  tof3dgan segment train --data store --synthetic syn --out unet-mix --resume   # continue a stopped run""")
+    t.add_argument("--data", help="patch store from `tof3dgan prepare`: its seg_train patches (real pairs), and its seg_val set validates")
+    t.add_argument("--synthetic", action="append", metavar="DIR", help="folder of generated pairs (imagesTr/, labelsTr/); repeat to add several")
+    t.add_argument("--val", help="patch store whose seg_val set (real validation patients) selects the model (default: --data)")
+    t.add_argument("--out", required=True, help="run folder (best.pt, checkpoint.pt, log.csv, run.json)")
+    t.add_argument("--preset", default="paper", help="paper (the paper's U-Net and training), cpu (experiment e04's size) or quick")
+    t.add_argument("--arch", choices=["paper", "monai"], help="paper: Hilbert et al. 2020 from MONAI blocks; monai: MONAI's stock UNet")
+    t.add_argument("--channels", help="filters per level, e.g. 32,64,128,256")
+    t.add_argument("--epochs", type=int, help="most epochs (default: the preset's)")
+    t.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (0: one pass over the pairs)")
+    t.add_argument("--patience", type=int, help="epochs without a better validation DSC before stopping")
+    t.add_argument("--min-epochs", type=int, help="epochs always trained before early stopping may end the run")
+    t.add_argument("--batch-size", type=int, help="patches per step (default: the preset's)")
+    t.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's)")
+    t.add_argument("--precision", choices=["fp32", "mixed"], help="mixed: autocast (fp16 on CUDA, bf16 on a CPU) (default: the preset's)")
+    t.add_argument("--seed", type=int, help="seed of initialisation and patch order (default: the preset's)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
+    _common(t)
+    t.set_defaults(fn=cmd_segment_train)
+
+    p = ss.add_parser("predict", help="segment whole volumes (sliding windows) into probability and mask NIfTI files",
+                      formatter_class=raw, epilog="""examples:
+  tof3dgan segment predict --checkpoint unet-real --input store --out pred --min-contrast store   # a store's test patients
+  tof3dgan segment predict --checkpoint unet-real/best.pt --input scans/ --out pred   # a folder, nnU-Net imagesTs/, or one file
+  tof3dgan segment predict --calibrate store --input store --out pred-floor      # the calibrated-threshold floor""")
+    p.add_argument("--input", required=True, help="a volume, a folder of volumes, an nnU-Net folder (imagesTs/ or imagesTr/) or a patch store")
+    p.add_argument("--out", required=True, help="new folder for <case>_prob.nii.gz, <case>_mask.nii.gz, predictions.json")
+    p.add_argument("--checkpoint", help="a `segment train` run folder or its best.pt")
+    p.add_argument("--calibrate", metavar="STORE", help="instead of a U-Net: the intensity threshold calibrated on STORE's training volumes")
+    p.add_argument("--split", default="test", help="which patients of a patch store --input (default test)")
+    p.add_argument("--min-contrast", metavar="F|STORE", help="floor of a window's intensity range, as a fraction of its volume's "
+                   "(0: plain per-window min-max, the default); a patch store: measured on its training patients")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    _common(p)
+    p.set_defaults(fn=cmd_segment_predict)
+
+    s = ss.add_parser("score", help="DSC and bAVD per case, all vessels and intracranial (brain mask applied to both)",
+                      formatter_class=raw, epilog="""examples:
+  tof3dgan segment score --pred pred --truth store                    # labels and brain masks of the store's volumes
+  tof3dgan segment score --pred pred --truth test/ --brain-masks bet/  # labelsTs/ + your brain masks
+  tof3dgan segment score --pred pred --truth test/ --all-only          # no brain masks: all vessels only""")
+    s.add_argument("--pred", required=True, help="a folder written by `tof3dgan segment predict`")
+    s.add_argument("--truth", required=True, help="a patch store or a folder with labelsTs/ (or labelsTr/) and brainmasksTs/")
+    s.add_argument("--brain-masks", help="folder of brain masks <case>.nii.gz (overrides the truth's)")
+    s.add_argument("--all-only", action="store_true", help="score all vessels only (no brain masks needed)")
+    s.add_argument("--mm", action="store_true", help="bAVD in mm instead of voxels (the paper: voxels)")
+    s.add_argument("--name", help="row name in the summary table (default: the prediction folder's name)")
+    s.add_argument("--out", help="folder for scores.csv and summary.csv (default: --pred)")
+    _common(s, quiet_only=True)
+    s.set_defaults(fn=cmd_segment_score)
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    "Every option's help ends with its default (unless the help already names it, or there is none); epilogs keep their lines."
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if (not action.option_strings or "default" in h or action.default in (None, False, argparse.SUPPRESS)
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))): return h
+        return f"{h} (default: %(default)s)" if h else "default: %(default)s"
+
+def _all_parsers(p: argparse.ArgumentParser):
+    "`p` and every sub-command parser below it."
+    yield p
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for q in dict.fromkeys(a.choices.values()): yield from _all_parsers(q)
+
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `tof3dgan` command."
     p = argparse.ArgumentParser(prog="tof3dgan", description="3D GANs for TOF-MRA patches with vessel labels.")
@@ -148,10 +283,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("demo", help="train on built-in phantoms, generate NIfTI pairs, write a report")
-    d.add_argument("--out", default="tof3dgan-demo")
-    d.add_argument("--preset", default="demo")
+    d.add_argument("--out", default="tof3dgan-demo", help="new folder for the phantoms, run, synthetic pairs and report")
+    d.add_argument("--preset", default="demo", help="demo (minutes on a CPU) or quick (seconds)")
     d.add_argument("--n", type=int, default=16, help="synthetic pairs to generate")
-    d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     _common(d)
     d.set_defaults(fn=cmd_demo)
 
@@ -168,16 +303,16 @@ def parser() -> argparse.ArgumentParser:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a training checkpoint or an exported .safetensors generator")
     src.add_argument("--model", help="a generator shipped with tof3dgan, e.g. phantom-tof-v1 (no training needed)")
-    g.add_argument("--n", type=int, required=True)
-    g.add_argument("--out", required=True)
+    g.add_argument("--n", type=int, required=True, help="number of image-label pairs to write")
+    g.add_argument("--out", required=True, help="new folder: imagesTr/, labelsTr/, dataset.json (nnU-Net raw layout)")
     g.add_argument("--threshold", type=float, help="label threshold (default: preset's)")
     g.add_argument("--bn", choices=["train", "eval"], help="BatchNorm statistics when sampling (default: preset's, 'train')")
     g.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (the authors sampled in batches of 8)")
     g.add_argument("--scaling", choices=["minmax", "fixed"], default="minmax", help="image to 0-255: per-patch min-max (authors) or the fixed map")
     g.add_argument("--precision", choices=["fp32", "mixed", "fp16", "bf16", "config"], default="fp32",
                    help="sampling precision ('config': the training run's)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--overwrite", action="store_true")
+    g.add_argument("--seed", type=int, default=0, help="seed of the latent noise")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     _common(g)
     g.set_defaults(fn=cmd_generate)
 
@@ -194,45 +329,48 @@ def parser() -> argparse.ArgumentParser:
                    help="nlm: non-local means for Rician noise (the authors'); curvature_flow was the default before")
     r.add_argument("--n4-first", action="store_true", help="N4 before denoising (the authors denoise first)")
     r.add_argument("--spacing", default="0.5,0.5,0.7", help="target spacing in mm, or 'keep'")
-    r.add_argument("--patch", default="128,128,64")
-    r.add_argument("--n-random", type=int, default=32)
-    r.add_argument("--n-seg", type=int, default=250)
-    r.add_argument("--no-systematic", action="store_true")
+    r.add_argument("--patch", default="128,128,64", help="patch size in voxels, x,y,z")
+    r.add_argument("--n-random", type=int, default=32, help="vessel-centred GAN patches per training patient")
+    r.add_argument("--n-seg", type=int, default=250, help="vessel-centred U-Net patches per training or validation patient")
+    r.add_argument("--no-systematic", action="store_true", help="leave out the evenly spaced grid of GAN patches")
     r.add_argument("--splits", default="0.65,0.17,0.18", help="train,val,test fractions of patients")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--seed", type=int, default=0, help="seed of the patient split and patch positions")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _common(r, quiet_only=True)
     r.set_defaults(fn=cmd_prepare)
 
     x = sub.add_parser("export", help="write a checkpoint's generator as a shareable .safetensors file")
-    x.add_argument("--checkpoint", required=True)
-    x.add_argument("--out", required=True)
+    x.add_argument("--checkpoint", required=True, help="a training checkpoint (checkpoint.pt or a run folder's numbered one)")
+    x.add_argument("--out", required=True, help="the .safetensors file to write")
     x.set_defaults(fn=cmd_export)
 
     e = sub.add_parser("evaluate", help="FID, PRD, precision/recall/density/coverage and label topology, real vs synthetic")
     e.add_argument("--real", required=True, help="a patch store from `prepare` or a folder of imagesTr/ labelsTr/ pairs")
     e.add_argument("--real-set", default="seg_val", help="which patch set of a store to compare with (default seg_val: held-out validation patients)")
     e.add_argument("--synthetic", required=True, help="a folder written by `tof3dgan generate`")
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", required=True, help="new folder for the metric files")
     e.add_argument("--medicalnet-weights", help="path to resnet_10_23dataset.pth")
     e.add_argument("--medicalnet-sha256", help="expected SHA-256 of the weights file")
     e.add_argument("--scaling", choices=["minmax", "fixed"], default="minmax", help="how images reach MedicalNet (minmax: the authors')")
     e.add_argument("--authors-orientation", action="store_true", help="PRD precision/recall as the authors' code reports them")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--seed", type=int, default=0, help="seed of the PRD clustering")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     _common(e)
     e.set_defaults(fn=cmd_evaluate)
 
     m = sub.add_parser("render", help="masks only -> nnU-Net dataset with TOF-like images rendered around them")
     m.add_argument("--masks", required=True, help="folder of binary vessel masks (.nii.gz, .nii, .mha, .nrrd)")
     m.add_argument("--out", required=True, help="new nnU-Net raw dataset folder (then: tof3dgan prepare OUT STORE)")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--seed", type=int, default=0, help="seed of the rendered noise and tissue")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     _common(m, quiet_only=True)
     m.set_defaults(fn=cmd_render)
 
+    _seg_parser(sub)
+
     s = sub.add_parser("presets", help="list presets")
     s.set_defaults(fn=cmd_presets)
+    for q in _all_parsers(p): q.formatter_class = HelpFormatter
     return p
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ import torch
 # %% auto #0
 __all__ = ['GAN_CHOICES', 'PRESETS', 'REAL_DATA_HINT', 'TofError', 'TofWarning', 'warn', 'with_warnings', 'GANConfig',
            'get_preset', 'make_generator', 'seed_everything', 'resolve_device', 'real_data_dir', 'atomic_write',
-           'write_json', 'check_out_dir', 'staging_dir', 'sha256_file', 'run_record']
+           'write_json', 'write_rows_csv', 'check_out_dir', 'staging_dir', 'sha256_file', 'run_record']
 
 # %% ../nbs/api/01_core.ipynb #c012e52f
 class TofError(Exception):
@@ -164,7 +164,7 @@ def real_data_dir() -> Path | None:
     p = Path(tof3dgan.__file__).resolve().parents[1].parent / "shared" / "data" / "real"
     return p if p.is_dir() else None
 
-# %% ../nbs/api/01_core.ipynb #cae8708e
+# %% ../nbs/api/01_core.ipynb #19d9509a
 def _read_umask() -> int:
     old = os.umask(0o022); os.umask(old)
     return old
@@ -211,6 +211,14 @@ def atomic_write(path):
 def write_json(obj, path) -> Path:
     "Write `obj` as indented JSON atomically."
     with atomic_write(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    return Path(path)
+
+def write_rows_csv(rows: list, path) -> Path:
+    "Write a list of dicts as CSV atomically; the columns are every key, in order of first appearance (training logs)."
+    import csv
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(rows)
     return Path(path)
 
 def check_out_dir(out, overwrite: bool = False) -> Path:

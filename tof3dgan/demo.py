@@ -23,7 +23,7 @@ from .viz import fig4_grid, loss_figure, pair_grid, save_fig
 # %% auto #0
 __all__ = ['vessel_pairs', 'run_demo']
 
-# %% ../nbs/api/10_demo.ipynb #6fe9a700
+# %% ../nbs/api/10_demo.ipynb #9098f83e
 def _nii_pairs(folder: Path, n: int) -> np.ndarray:
     "The first `n` NIfTI pairs written by `generate`, back in the GAN's encoding (image 0-255 -> [-1, 1])."
     ps = PairSet(folder, "synthetic")
@@ -64,6 +64,7 @@ def run_demo(out="tof3dgan-demo", preset: str = "demo", device="auto", n_generat
     metrics = {"reference": f"{len(ref)} of the demo's {len(pairs)} real phantom pairs", "demo_gan": vessel_metrics(ours, ref, cfg.spacing)}
     show_idx, real4 = vessel_pairs(pairs, 4, cfg.seed)
     sets = {f"real phantom pairs (with vessels)\n{_short(metrics['demo_gan'], 'real')}": real4}
+    short = {"real": real4}                                                     # row names of the 3D figure
     shipped_info = None
     if model:
         g, mcfg = load_model(model, "cpu")
@@ -76,14 +77,17 @@ def run_demo(out="tof3dgan-demo", preset: str = "demo", device="auto", n_generat
             metrics["shipped_reference"] = (f"from the model card: the shipped model makes {'x'.join(map(str, mcfg.patch))} "
                                             f"patches, this preset's pairs are {'x'.join(map(str, cfg.patch))}")
         sets[f"shipped generator '{model}'\n({card['training']['steps']:,} steps) {_short(metrics['shipped'])}"] = shipped
+        short[f"shipped '{model}'"] = shipped
         shipped_info = {"name": model, "sha256": card["sha256"], "steps": card["training"]["steps"],
                         "card_metrics": card["metrics"]["synthetic"]}
     sets[f"this demo's GAN ({tr.step:,} steps)\n{_short(metrics['demo_gan'])}"] = ours
+    short["this demo's GAN"] = ours
     rep = out / "report"
     save_fig(loss_figure(tr.history), rep / "losses.png")
     head = f"preset {cfg.name}: {cfg.epochs} epochs on {len(pairs)} phantom pairs"
     save_fig(pair_grid(sets, cfg.spacing, n=4, title=head), rep / "real_vs_synthetic.png")
-    save_fig(fig4_grid(sets, cfg.spacing, n=3, title=head), rep / "vessels_3d.png")
+    lines = "\n".join(k.split("\n")[0] + ": " + k.split("\n", 1)[1].replace("\n", ", ") for k in sets)
+    save_fig(fig4_grid(short, cfg.spacing, n=3, title=f"{head}\n{lines}"), rep / "vessels_3d.png")
     t_report = time.time() - t1
     last = tr.history[-min(len(tr.history), 20):]
     summary = {
