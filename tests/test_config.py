@@ -26,3 +26,14 @@ def test_reuse_fake_with_penalty_through_g_is_refused():
 
 def test_unknown_choice_names_the_allowed_values():
     with pytest.raises(TofError, match="precision must be one of fp32, mixed, fp16, bf16"): GANConfig(precision="fp8")
+
+def test_dp_preset_is_appendix_b_and_the_plain_trainer_refuses_it(tmp_path):
+    "Appendix B: no penalty, no spectral norm, 5 critic steps, lr 1e-4, w = 256, GroupNorm; without clipping it is no WGAN."
+    c = PRESETS["dp"]
+    assert (c.width, c.critic_norm, c.g_norm, c.n_critic, c.lr_d, c.lr_g, c.gp_lambda, c.patch, c.batch_size) == \
+           (256, "none", "group", 5, 1e-4, 1e-4, 0.0, (128, 128, 64), 4)
+    from tof3dgan.train import Trainer
+    from conftest import random_pairs
+    with pytest.raises(TofError, match="no Lipschitz constraint.*DPTrainer"):
+        Trainer(get_preset("dp", width=16, patch=(16, 16, 8)), random_pairs(4, 0), tmp_path / "r", device="cpu", progress=False)
+    assert not (tmp_path / "r").exists()

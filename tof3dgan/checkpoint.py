@@ -127,7 +127,7 @@ def check_resume(out, cfg: GANConfig, verbose: bool = True) -> dict:
     if verbose: print(f"resume: continuing from {best.name} (epoch {ck['epoch']})")
     return {**ck, "path": str(best), "skipped_files": [(str(p), w) for p, w in skipped]}
 
-# %% ../nbs/api/05b_checkpoint.ipynb #95058f96
+# %% ../nbs/api/05b_checkpoint.ipynb #ea5dcfd4
 GEN_FORMAT = "tof3dgan-generator-1"
 
 def _tensor_digest(sd: dict) -> str:
@@ -146,6 +146,7 @@ def export_generator(checkpoint, out) -> Path:
     sd = {k: v.contiguous() for k, v in ck["G"].items()}
     meta = {"format": GEN_FORMAT, "config": json.dumps(ck["config"]), "epoch": str(ck["epoch"]),
             "weights_sha256": _tensor_digest(sd)}
+    if ck.get("privacy"): meta["privacy"] = json.dumps(ck["privacy"])   # a DP run's epsilon travels with the shared file
     out = Path(out)
     with atomic_write(out) as tmp: save_file(sd, str(tmp), metadata=meta)
     return out

@@ -1,4 +1,4 @@
-"""The `tof3dgan` command: `demo`, `prepare`, `train`, `generate`, `export`, `evaluate`, `render`, `segment`, `presets`. Thin: each command calls one function.
+"""The `tof3dgan` command: `demo`, `prepare`, `train`, `generate`, `export`, `evaluate`, `render`, `segment`, `audit`, `presets`. Thin: each command calls one function.
 
 Docs: https://tof3dgan.github.io/tof3dgan/api/cli.html.md"""
 
@@ -12,8 +12,8 @@ from fastcore.docments import docments
 from .core import GAN_CHOICES, PRESETS, GANConfig, TofError, get_preset, with_warnings
 
 # %% auto #0
-__all__ = ['add_config_options', 'cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_render', 'cmd_prepare', 'cmd_export',
-           'cmd_evaluate', 'cmd_segment_train', 'cmd_segment_predict', 'cmd_segment_score', 'cmd_presets',
+__all__ = ['DP_OPTIONS', 'add_config_options', 'cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_render', 'cmd_prepare', 'cmd_export',
+           'cmd_evaluate', 'cmd_segment_train', 'cmd_segment_predict', 'cmd_segment_score', 'cmd_audit', 'cmd_presets',
            'HelpFormatter', 'parser', 'main']
 
 # %% ../nbs/api/11_cli.ipynb #d998c616
@@ -43,18 +43,46 @@ def _overrides(a) -> dict:
     "The `GANConfig` fields set on the command line."
     return {f.name: getattr(a, f.name) for f in dataclasses.fields(GANConfig) if getattr(a, f.name, None) is not None}
 
-# %% ../nbs/api/11_cli.ipynb #3e2e2c5a
+# %% ../nbs/api/11_cli.ipynb #080953c7
 def cmd_demo(a):
     from tof3dgan.demo import run_demo
     s = run_demo(a.out, preset=a.preset, device=a.device, n_generate=a.n, overwrite=a.overwrite, progress=not a.quiet)
     print(f"\nDemo finished in {s['seconds']['total']:.0f} s on {s['device']} (preset {s['preset']}).")
     for k, v in s["paths"].items(): print(f"  {k:<10} {v}")
 
+DP_OPTIONS = ("noise_multiplier", "target_epsilon", "max_grad_norm", "delta", "weight_clip", "dp_engine", "dp_init")
+
+def _dp_config(a):
+    "The `DPConfig` of a `train` command line, or None when it asks for no differential privacy."
+    given = {k: getattr(a, k) for k in DP_OPTIONS if getattr(a, k, None) is not None}
+    if a.preset != "dp" and not given: return None
+    from tof3dgan.privacy.dp import DPConfig
+    kw = {{"dp_engine": "engine", "dp_init": "init"}.get(k, k): v for k, v in given.items()}
+    if "target_epsilon" in kw and "noise_multiplier" not in kw: kw["noise_multiplier"] = None
+    if kw.get("weight_clip") == 0: kw["weight_clip"] = None
+    return DPConfig(**kw)
+
+def _train_dp(a, cfg, dp):
+    "`train` with differential privacy: `privacy.dp.DPTrainer` (one process, fp32)."
+    from tof3dgan.privacy.dp import DPTrainer
+    from tof3dgan.data.store import load_pairs
+    fresh = a.resume and not (Path(a.out) / "checkpoint.pt").exists() and not any((Path(a.out) / "checkpoints").glob("epoch_*.pt"))
+    if fresh: print(f"no checkpoint in {a.out} yet: starting the run from epoch 0")
+    data, notes = with_warnings(load_pairs, a.data, cfg, progress=not a.quiet, show=False)
+    for m in notes: print(f"warning: {m}")
+    tr = DPTrainer(cfg, data, a.out, dp, device=a.device, resume=a.resume and not fresh, progress=not a.quiet)
+    tr.fit()
+    p = tr.privacy()
+    print(f"Trained {cfg.name} with differential privacy for {tr.epoch} epochs ({tr.step} generator steps, {p['private_steps']} "
+          f"private critic steps): epsilon {p['epsilon']:.4g} at delta {p['delta']:.3g} per training pair (noise multiplier "
+          f"{p['noise_multiplier']:.4g}, max grad norm {p['max_grad_norm']:g}, sample rate {p['sample_rate']:.3g}); checkpoint: {tr.ckpt_path}")
+
 def cmd_train(a):
     import os
     from tof3dgan.train import Trainer, resume_point
     from tof3dgan.data.store import load_pairs
     cfg = get_preset(a.preset, **_overrides(a))
+    if (dp := _dp_config(a)) is not None: return _train_dp(a, cfg, dp)
     fresh = a.resume and resume_point(a.out, cfg, verbose=False) is None   # fail fast, before the data is made or read
     if fresh and os.environ.get("RANK", "0") == "0": print(f"no checkpoint in {a.out} yet: starting the run from epoch 0")
     data, notes = with_warnings(load_pairs, a.data, cfg, progress=not a.quiet, info=(info := {}), show=False)
@@ -174,6 +202,29 @@ def cmd_segment_score(a):
         with atomic_write(out / name) as tmp: frame.to_csv(tmp, index=idx)
     print(table.to_string())
     print(f"Wrote per-case scores to {out / 'scores.csv'} and the mean (sd) table to {out / 'summary.csv'}")
+
+def cmd_audit(a):
+    from tof3dgan.privacy.audit import audit
+    res = audit(a.checkpoint, a.train, a.holdout, out=a.out, n_synthetic=a.n_synthetic, n_real=a.n_real, train_set=a.train_set,
+                holdout_set=a.holdout_set, medicalnet_weights=a.medicalnet_weights, weights_sha256=a.medicalnet_sha256,
+                n_boot=a.n_boot, goal_auc=a.goal_auc, seed=a.seed, device=a.device, overwrite=a.overwrite, progress=not a.quiet)
+    n = res["n"]
+    print(f"Audit of {res['model']['source']} ({res['model']['kind']}): {n['synthetic']} synthetic pairs against {n['members']} "
+          f"training and {n['nonmembers']} held-out pairs")
+    print("membership inference (ROC AUC, 0.5 = chance; 95% interval; p: label permutation):")
+    for k, v in res["membership"].items():
+        if v["auc"] is None: print(f"  {k:<28} -      ({v['why']})"); continue
+        base = f"  untrained generator {v['untrained_auc']:.3f}" if v.get("untrained_auc") is not None else ""
+        print(f"  {k:<28} {v['auc']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]  p {v['p_value']:.3g}{base}")
+    print("memorisation (share of synthetic pairs nearer a training than a held-out pair; 0.5 = none):")
+    for k, v in res["memorisation"].items():
+        print(f"  {k:<28} {v['frac_closer_to_train']:.3f} (null {v['null_mean_frac']:.3f}, p {v['p_value']:.3g}); "
+              f"near copies {v['frac_near_copies']:.3f}")
+    p = res["privacy"]
+    print(f"differential privacy: epsilon {p['epsilon']:.4g} at delta {p['delta']:.3g}" if p["dp"] else f"differential privacy: none, epsilon unknown ({p['why']})")
+    print(f"verdict: membership attack above AUC {a.goal_auc}: {'yes' if res['flags']['membership'] else 'no'}; "
+          f"memorisation: {'yes' if res['flags']['memorisation'] else 'no'}")
+    if a.out: print(f"Wrote audit.json and audit.png to {a.out}")
 
 def cmd_presets(a):
     for k, c in PRESETS.items():
@@ -296,6 +347,14 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.csv, snapshots/)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     add_config_options(t)
+    dpg = t.add_argument_group("differential privacy (appendix B; on with --preset dp or any of these options)")
+    dpg.add_argument("--noise-multiplier", type=float, help="sigma: noise std / max grad norm (paper 0.1, 0.3, 0.5; default 0.5)")
+    dpg.add_argument("--target-epsilon", type=float, help="instead of sigma: the epsilon the planned epochs may spend")
+    dpg.add_argument("--max-grad-norm", type=float, help="C: each pair's critic gradient is clipped to this norm (default 1)")
+    dpg.add_argument("--delta", type=float, help="delta of (epsilon, delta)-DP (default 1 / number of training pairs)")
+    dpg.add_argument("--weight-clip", type=float, help="WGAN weight clipping of the critic (default 0.01; 0: off)")
+    dpg.add_argument("--dp-engine", choices=["opacus", "func"], help="opacus hooks (the paper's; default) or torch.func (allows --gp-lambda)")
+    dpg.add_argument("--dp-init", choices=["default", "authors"], help="PyTorch's initialisation (the authors' DP run; default) or the authors' init")
     _common(t)
     t.set_defaults(fn=cmd_train)
 
@@ -367,6 +426,30 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_render)
 
     _seg_parser(sub)
+
+    u = sub.add_parser("audit", help="privacy audit: memorisation, membership inference and epsilon of a generator",
+                       epilog="""examples:
+  tof3dgan audit --checkpoint run/checkpoint.pt --train store --holdout heldout_store --out audit  # critic attack too
+  tof3dgan audit --checkpoint sn_mp_generator.safetensors --train store --holdout heldout_store --out audit
+  tof3dgan audit --checkpoint synthetic/ --train store --holdout heldout_store --out audit          # generated pairs
+  tof3dgan audit --checkpoint run/checkpoint.pt --train phantom --holdout phantom:1 --out audit     # phantom runs""")
+    u.add_argument("--checkpoint", required=True, metavar="MODEL",
+                   help="a training checkpoint (.pt: the critic attack too), an exported .safetensors generator or a folder written by generate")
+    u.add_argument("--train", required=True, help="the model's training pairs (members): a patch store, a folder of pairs, or 'phantom'")
+    u.add_argument("--holdout", required=True, help="pairs it never saw (non-members): a patch store, a folder, or 'phantom:SEED'")
+    u.add_argument("--train-set", default="gan_train", help="patch set of a --train store")
+    u.add_argument("--holdout-set", default="gan_train", help="patch set of a --holdout store ('unused': its pairs the model did not train on)")
+    u.add_argument("--n-synthetic", type=int, help="synthetic pairs to draw or read (default: as many as members)")
+    u.add_argument("--n-real", type=int, help="at most this many members and non-members (default: all)")
+    u.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of each AUC interval")
+    u.add_argument("--goal-auc", type=float, default=0.6, help="an attack above this AUC (p < 0.01) flags the model")
+    u.add_argument("--medicalnet-weights", help="path to resnet_10_23dataset.pth for the feature space (else a seeded random network)")
+    u.add_argument("--medicalnet-sha256", help="expected SHA-256 of the weights file")
+    u.add_argument("--out", help="new folder for audit.json and audit.png")
+    u.add_argument("--seed", type=int, default=0, help="seed of the subsets, bootstrap and permutations")
+    u.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    _common(u)
+    u.set_defaults(fn=cmd_audit)
 
     s = sub.add_parser("presets", help="list presets")
     s.set_defaults(fn=cmd_presets)

@@ -38,8 +38,8 @@ def with_warnings(f, *args, show: bool = True, **kwargs) -> tuple:
         if show or not issubclass(w.category, TofWarning): warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return r, [str(w.message) for w in caught if issubclass(w.category, TofWarning)]
 
-# %% ../nbs/api/01_core.ipynb #45f80086
-GAN_CHOICES = {"critic_norm": ("instance", "spectral"), "g_norm": ("batch", "group"), "gp_mode": ("per_sample", "batch"),
+# %% ../nbs/api/01_core.ipynb #04f32823
+GAN_CHOICES = {"critic_norm": ("instance", "spectral", "none"), "g_norm": ("batch", "group"), "gp_mode": ("per_sample", "batch"),
                "precision": ("fp32", "mixed", "fp16", "bf16"), "label_encoding": ("paper", "symmetric"),
                "sample_bn": ("train", "eval")}   # the allowed values of GANConfig's string settings (the CLI offers them)
 
@@ -51,7 +51,7 @@ class GANConfig:
     patch: tuple = (128, 128, 64)    # patch size in voxels (x, y, z); each divisible by 8
     spacing: tuple = (0.5, 0.5, 0.7) # voxel size in mm written to generated NIfTI files
     z_dim: int = 128                 # length of the noise vector
-    critic_norm: str = "instance"    # "instance" (GP model) or "spectral" (SN models)
+    critic_norm: str = "instance"    # "instance" (GP model), "spectral" (SN models) or "none" (DP model)
     g_norm: str = "batch"            # generator norm: "batch" (paper) or "group" (DP model)
     lr_d: float = 4e-4               # critic learning rate (TTUR)
     lr_g: float = 2e-4               # generator learning rate (TTUR)
@@ -109,7 +109,7 @@ class GANConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-# %% ../nbs/api/01_core.ipynb #a25020ff
+# %% ../nbs/api/01_core.ipynb #c912ffce
 _PAPER = dict(width=512, patch=(128, 128, 64), batch_size=4, epochs=100, n_train=2350)
 PRESETS = {
     "paper_gp":      GANConfig(name="paper_gp", critic_norm="instance", precision="fp32", threshold=0.3, **_PAPER),
@@ -122,6 +122,9 @@ PRESETS = {
     "demo":          GANConfig(name="demo", width=64, patch=(32, 32, 16), batch_size=8, epochs=40, n_train=400,
                                critic_norm="spectral", channels_last=True,    # channels_last: faster on the project's CPUs
                                label_encoding="symmetric"),                   # labels learnt in fewer steps (see train)
+    # appendix B: WGAN with critic weight clipping (privacy.dp.DPConfig) instead of a penalty, 5 critic steps, half width
+    "dp":            GANConfig(name="dp", critic_norm="none", g_norm="group", n_critic=5, lr_d=1e-4, lr_g=1e-4, gp_lambda=0.0,
+                               precision="fp32", threshold=0.6, **{**_PAPER, "width": 256}),
 }
 
 def get_preset(name: str, **overrides) -> GANConfig:

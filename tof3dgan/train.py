@@ -23,7 +23,7 @@ from .checkpoint import RESUME_KEYS, check_resume, latest_valid, link_latest, lo
 from .viz import pair_grid, save_fig
 
 # %% auto #0
-__all__ = ['init_distributed', 'Trainer', 'resume_point', 'interpolate', 'gradient_penalty']
+__all__ = ['init_distributed', 'Trainer', 'check_training_pairs', 'resume_point', 'interpolate', 'gradient_penalty']
 
 # %% ../nbs/api/08_train.ipynb #7187df90
 def init_distributed() -> tuple[int, int]:
@@ -78,7 +78,7 @@ class Trainer:
         "The autocast context for this run's precision (a no-op in fp32)."
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp)
 
-# %% ../nbs/api/08_train.ipynb #6fdf80b8
+# %% ../nbs/api/08_train.ipynb #18468e71
 @patch
 def _setup_processes(self: Trainer, device, progress: bool):
     "Rank, world size, device and whether this process reports (rank 0)."
@@ -94,10 +94,8 @@ def _setup_processes(self: Trainer, device, progress: bool):
                        f"generator's BatchNorm, which cannot be synchronised on CPUs; use --batch-size {2 * self.world} or more, "
                        "or --g-norm group.")
 
-@patch
-def _check_data(self: Trainer, data):
-    "The training pairs, checked against the config's patch size and batch."
-    cfg = self.cfg
+def check_training_pairs(data, cfg: GANConfig):
+    "Training pairs (an array-like or a `PatchStore`) checked against `cfg`'s patch size and batch; arrays become float32."
     if not isinstance(data, PatchStore):
         data = np.asarray(data, dtype=np.float32)
         if data.ndim != 5 or data.shape[1] != 2 or tuple(data.shape[2:]) != tuple(cfg.patch):
@@ -105,6 +103,16 @@ def _check_data(self: Trainer, data):
     if len(data) < cfg.batch_size:
         raise TofError(f"Only {len(data)} training pairs for a batch of {cfg.batch_size}; add data or lower batch_size.")
     return data
+
+@patch
+def _check_data(self: Trainer, data):
+    "The training pairs, checked against the config's patch size and batch; a critic without a Lipschitz constraint refused."
+    cfg = self.cfg
+    if cfg.critic_norm == "none" and cfg.gp_lambda == 0:
+        raise TofError(f"Preset {cfg.name!r} has a critic with no Lipschitz constraint (critic_norm 'none', gp_lambda 0): that is the "
+                       "DP-WGAN, which clips the critic's weights; train it with privacy.dp.DPTrainer (the CLI does so for "
+                       "--preset dp), or set gp_lambda > 0 or another critic_norm.")
+    return check_training_pairs(data, cfg)
 
 # %% ../nbs/api/08_train.ipynb #861d55db
 @patch
