@@ -308,7 +308,7 @@ def audit(model, train, holdout, out=None, n_synthetic: int | None = None, n_rea
                        tmp / "audit.json")
     return res
 
-# %% ../../nbs/api/09g_privacy.audit.ipynb #bd956703
+# %% ../../nbs/api/09g_privacy.audit.ipynb #824f3712
 def plot_audit(res: dict, scores: dict, mem: dict, S: np.ndarray, T: np.ndarray):
     "One figure: ROC curves of the attacks, the distance distributions, and the closest synthetic/training pairs (MIPs)."
     k = max(len(res["closest_pairs"]), 2)
@@ -335,6 +335,7 @@ def plot_audit(res: dict, scores: dict, mem: dict, S: np.ndarray, T: np.ndarray)
             rgb[lab > 0] = 0.5 * rgb[lab > 0] + 0.5 * np.array([1, 0.15, 0.1])
             a.imshow(np.transpose(rgb, (1, 0, 2)), origin="lower"); a.set_xticks([]); a.set_yticks([])
             a.set_title(f"{what} {i}" + (f"\nd = {c['distance']:.3g}" if row == 0 else ""), fontsize=7)
-    fig.suptitle(f"privacy audit: {Path(str(res['model']['source'])).name}; epsilon "
-                 f"{res['privacy']['epsilon'] if res['privacy']['epsilon'] is None else format(res['privacy']['epsilon'], '.3g')}", fontsize=9)
+    eps = res["privacy"]["epsilon"]
+    dp = f"differentially private, epsilon {eps:.3g}" if eps is not None else "not differentially private (no epsilon)"
+    fig.suptitle(f"privacy audit: {Path(str(res['model']['source'])).name}; {dp}", fontsize=9)
     return fig
