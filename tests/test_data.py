@@ -7,9 +7,9 @@ from conftest import AFF, REAL_SKIP, SHARED, random_pairs, run_cli, tiny_dataset
 from tof3dgan.core import TofError, TofWarning, get_preset, real_data_dir, with_warnings
 from tof3dgan.data.io import Case, PairSet, find_cases, load_case, read_volume
 from tof3dgan.data.store import (PatchSpec, PatchStore, PrepareConfig, case_origins, example_dataset, load_pairs, prepare,
-                                 preprocess_case, split_cases, to_u8)
+                                 preprocess_case, quantise, raw_to_pairs, split_cases, to_u8)
 from tof3dgan.data.preprocess import denoise, n4_correct, noise_sigma, skull_strip
-from tof3dgan.patches import crop, grid_starts
+from tof3dgan.patches import crop, grid_starts, minmax_to_unit
 from tof3dgan.phantom import make_phantom
 
 
@@ -121,12 +121,84 @@ def test_store_round_trip_and_vessel_centres(store):
     for i, r in enumerate(st.records):
         img, lab = vols[r["case"]]
         x = st[i]
-        assert np.array_equal(x[0], to_u8(crop(img, r["origin"], cfg.spec.patch)).astype(np.float32) / 127.5 - 1)
+        c, v = crop(img, r["origin"], cfg.spec.patch), st.volumes[r["case"]]
+        assert np.abs(x[0] - minmax_to_unit(c)).max() <= 4 * (v["hi"] - v["lo"]) / 65535 / np.ptp(c) + 1e-6   # 16-bit rounding
         assert np.array_equal(x[1], crop(lab, r["origin"], cfg.spec.patch).astype(np.float32))
         if r["kind"] == "random": assert x[1, 16, 16, 8] == 1
     assert {r["case"] for r in st.records} == set(idx["splits"]["train"])
     assert {r["case"] for r in PatchStore(root / "store", "seg_val").records} == set(idx["splits"]["val"])
     assert not set(idx["splits"]["train"]) & set(idx["splits"]["val"] + idx["splits"]["test"])
+
+def test_store_keeps_16_bits_of_each_volume(store):
+    "Issue 11.10: the store holds the preprocessed volume as uint16 codes; a pair keeps far more than 256 grey levels."
+    root, src, cfg, idx = store
+    st = PatchStore(root / "store", "gan_train")
+    levels = [len(np.unique(st[i][0])) for i in range(len(st))]
+    assert max(levels) > 1000 and len(np.unique(to_u8(st[int(np.argmax(levels))][0]))) <= 256     # uint8 patches kept <= 256
+    for n in idx["splits"]["train"]:
+        q = np.load(root / "store" / "cases" / f"{n}.img.npy", mmap_mode="r")
+        img = nib.load(root / "store" / "volumes" / f"{n}_image.nii.gz").get_fdata(dtype=np.float32)
+        assert q.dtype == np.uint16 and q.max() == 65535 and np.array_equal(q, quantise(img)[0])
+
+def test_reading_crops_the_saved_volumes(store):
+    "Issue 11.10: every patch is the crop of its case's saved volume (padded with the code of 0 beyond it), in any batch order."
+    import torch
+    root, src, cfg, idx = store
+    outside = False
+    for name in ("gan_train", "seg_val"):
+        st = PatchStore(root / "store", name)
+        order = np.random.default_rng(0).permutation(len(st))
+        img, lab = st.raw(order)
+        assert img.dtype == np.uint16 and lab.dtype == np.uint8
+        for k, i in enumerate(order):
+            r, v = st.records[i], st.volumes[st.records[i]["case"]]
+            q = np.load(root / "store" / "cases" / f"{r['case']}.img.npy", mmap_mode="r")
+            l = np.load(root / "store" / "cases" / f"{r['case']}.lab.npy", mmap_mode="r")
+            assert np.array_equal(img[k], crop(q, r["origin"], cfg.spec.patch, fill=v["fill"]))
+            assert np.array_equal(lab[k], crop(l, r["origin"], cfg.spec.patch))
+        outside |= any(min(r["origin"]) < 0 for r in st.records)
+        assert np.array_equal(st[order], raw_to_pairs(img, lab))
+        assert np.array_equal(raw_to_pairs(torch.from_numpy(img), torch.from_numpy(lab)).numpy(), st[order])   # the device path
+        assert np.array_equal(st.uint8(order[:3]), np.stack([np.stack([to_u8(p[0]), p[1]]) for p in zip(img[:3], lab[:3])]))
+    assert outside                                                                  # some patches leave the volume
+
+@pytest.fixture(scope="module")
+def overlapping(tmp_path_factory):
+    "A store whose patches overlap heavily (as at the paper's settings): 58 + 40 patches of 32x32x16 from 64x72x32 volumes."
+    root = tmp_path_factory.mktemp("overlap")
+    src = tiny_dataset(root / "raw", 2, (64, 72, 32), seed=4)
+    cfg = PrepareConfig(spec=PatchSpec(patch=(32, 32, 16), n_random=6, n_seg=40, seed=2), spacing=None, n4=False, denoise="none",
+                        splits=(0.5, 0.5, 0.0))
+    return root, src, cfg, prepare(src, root / "store", cfg, progress=False)
+
+def test_16_bit_store_is_smaller_than_uint8_patches(overlapping):
+    "Issue 11.10: volumes once + origins take less disk at 16 bits than format 1's uint8 patches written one by one."
+    root, src, cfg, idx = overlapping
+    vox = int(np.prod(cfg.spec.patch))
+    old = sum(s["n"] for s in idx["stores"].values()) * (vox + (vox + 7) // 8)          # format 1: uint8 image + packed label
+    new = sum(p.stat().st_size for p in (root / "store" / "cases").iterdir()) + \
+          sum(p.stat().st_size for p in (root / "store").glob("*_*.json"))
+    assert idx["stores"]["seg_train"]["n"] == 40 and not list((root / "store").glob("*.npy"))
+    assert new < 0.6 * old, (new, old)
+
+def test_format_1_store_is_refused_then_rebuilt(overlapping, tmp_path):
+    "Issue 11.10: a format-1 store fails with one sentence naming `tof3dgan prepare`; prepare rebuilds it without --overwrite."
+    import shutil
+    root, src, cfg, idx = overlapping
+    old = Path(shutil.copytree(root / "store", tmp_path / "store"))
+    shutil.rmtree(old / "cases")
+    for name, s in idx["stores"].items():                                        # the format-1 layout of the same sets
+        m = json.loads((old / f"{name}.json").read_text())
+        (old / f"{name}.json").write_text(json.dumps({k: m[k] for k in ("name", "n", "patch", "records")}))
+        np.save(old / f"{name}.img.npy", np.zeros((s["n"], *s["patch"]), np.uint8))
+    (old / "index.json").write_text(json.dumps({**idx, "format": "tof3dgan-patch-store-1"}))
+    for f in (lambda: PatchStore(old, "gan_train"), lambda: load_pairs(old, get_preset("quick", patch=(32, 32, 16)))):
+        with pytest.raises(TofError, match=r"is a patch store in format 1, .*run `tof3dgan prepare` on its input again to rebuild it\.$"):
+            f()
+    again = prepare(src, old, cfg, progress=False)
+    assert again["format"] == "tof3dgan-patch-store-2" and again["fingerprint"] == idx["fingerprint"]
+    assert np.array_equal(PatchStore(old, "seg_train")[np.arange(5)], PatchStore(root / "store", "seg_train")[np.arange(5)])
+    assert not list(old.glob("*.npy"))
 
 def test_prepare_twice_is_a_no_op(store):
     root, src, cfg, idx = store

@@ -54,8 +54,6 @@ def test_figures_viewer_and_progress_bars_in_a_real_kernel(tmp_path):
     assert any(WIDGET in o.get("data", {}) for o in bar), f"tqdm did not draw a notebook progress bar: {bar}"
     assert "tqdm.notebook" in str(next(o.data["text/plain"] for o in bar if o.output_type == "execute_result"))
 
-@pytest.mark.xfail(strict=True, reason="metrics.prd.plot_prd returns a bare matplotlib Figure (06b_metrics.prd.ipynb): "
-                   "create it as viz.InlineFigure (moved where metrics.prd can import it) and remove this mark")
 def test_plot_prd_shows_in_a_real_kernel(tmp_path):
     nb = _execute(["import numpy as np\nfrom tof3dgan.metrics.prd import prd, plot_prd\nx = np.random.default_rng(0).normal(size=(60, 4))",
                    "plot_prd({'shifted': prd(x, x + 0.5, num_clusters=5, num_runs=1)}, 'PRD vs real (MedicalNet ResNet-10, random init)')"],
@@ -68,3 +66,10 @@ def test_progress_bars_use_tqdm_auto():
              for line in p.read_text().splitlines()
              if re.match(r"\s*(from tqdm(\.std)? import|import tqdm\s*$)", line)]
     assert not plain, f"use `from tqdm.auto import tqdm`: {plain}"
+
+def test_no_module_builds_a_bare_figure():
+    "Every figure the package makes is a core.InlineFigure (a bare matplotlib Figure shows as text in a notebook)."
+    bare = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in (ROOT / "tof3dgan").rglob("*.py") if p.name != "_modidx.py"
+            for i, line in enumerate(p.read_text().splitlines(), 1)
+            if re.search(r"(?<![\w.])Figure\(|plt\.(figure|subplots)\(", line)]
+    assert not bare, f"make these figures with core.InlineFigure: {bare}"
