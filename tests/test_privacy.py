@@ -307,3 +307,20 @@ def test_audit_cli(quick_run, tmp_path):
     r = run_cli("audit", "--checkpoint", quick_run / "checkpoint.pt", "--train", "phantom", "--holdout", "phantom:x",
                 "--out", tmp_path / "b", "--quiet")
     assert r.returncode == 2 and "integer seed" in r.stderr
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--train", "/nonexistent/store"], "/nonexistent/store are not a folder"),
+    (["--n-boot", "0"], "n_boot must be at least 100"),
+    (["--goal-auc", "0.2"], "goal_auc must lie between 0.5"),
+    (["--n-real", "1"], "n_real must be at least 2"),
+])
+def test_audit_bad_input_is_one_sentence(quick_run, tmp_path, capsys, extra, expected):
+    from conftest import assert_one_line_error
+    args = {"--train": "phantom", "--holdout": "phantom:1", "--n-boot": "100"}
+    args.update(dict(zip(extra[::2], extra[1::2])))
+    argv = ["audit", "--checkpoint", quick_run / "checkpoint.pt", *[x for kv in args.items() for x in kv], "--out", tmp_path / "out", "--quiet"]
+    assert_one_line_error(argv, tmp_path, capsys, expected)
+
+def test_audit_takes_a_run_folder_for_its_checkpoint(quick_run):
+    res = audit(quick_run, "phantom", "phantom:1", n_boot=100, progress=False)
+    assert res["model"]["kind"] == "checkpoint" and res["membership"]["white_box_critic"]["auc"] is not None

@@ -32,7 +32,7 @@ from ..pretrained import sample_pairs
 __all__ = ['AUDIT_FORMAT', 'real_rows', 'real_pairs', 'load_source', 'auto_pool', 'as_vectors', 'nearest', 'features',
            'memorisation', 'auc_ci', 'critic_scores', 'audit', 'plot_audit']
 
-# %% ../../nbs/api/09g_privacy.audit.ipynb #c0194e07
+# %% ../../nbs/api/09g_privacy.audit.ipynb #efd00249
 def _cap(a: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:
     "Indices of a seeded subset of `n` of `a`'s rows (all when `n` is None or not smaller)."
     return np.arange(len(a)) if n is None or len(a) <= n else np.sort(np.random.default_rng(seed).choice(len(a), n, replace=False))
@@ -52,6 +52,9 @@ def real_rows(source, cfg: GANConfig | None = None, set_name: str = "gan_train",
         return a, np.array([f"phantom seed {c.seed} head {k // 50}" for k in range(len(a))])   # 50 pairs per head
     if isinstance(source, (str, Path)):
         root = Path(source)
+        if not root.is_dir():
+            raise TofError(f"Real pairs {root} are not a folder; pass a patch store from `tof3dgan prepare`, a folder with imagesTr/ "
+                           "and labelsTr/ pairs, or 'phantom' / 'phantom:SEED'.")
         if set_name in ("gan_train", "unused") and cfg is not None and (root / "index.json").exists():
             used = load_pairs(root, cfg, progress=False)                    # exactly what cfg trains on
             if set_name == "unused":
@@ -75,7 +78,7 @@ def real_pairs(source, cfg: GANConfig | None = None, set_name: str = "gan_train"
     "Real pairs (n, 2, x, y, z) float32 from an array, a patch store, a folder of NIfTI pairs, 'phantom' or 'phantom:SEED' (these need `cfg`)."
     return real_rows(source, cfg, set_name, n)[0]
 
-# %% ../../nbs/api/09g_privacy.audit.ipynb #a1048b36
+# %% ../../nbs/api/09g_privacy.audit.ipynb #4dd853a3
 def _privacy_of_file(path: Path) -> dict | None:
     "The privacy record stored with a checkpoint or generator file (None when it has none)."
     if path.suffix == ".safetensors":
@@ -93,6 +96,7 @@ def load_source(source, device="cpu") -> dict:
     if not isinstance(source, (str, Path)):
         return {**out, "kind": "pairs", "pairs": real_pairs(source)}
     p = Path(source)
+    if p.is_dir() and (p / "checkpoint.pt").exists() and not (p / "imagesTr").exists(): p = p / "checkpoint.pt"   # a run folder
     if p.is_dir():
         gen = p / "generation.json"
         ck = Path(json.loads(gen.read_text()).get("checkpoint", "")) if gen.is_file() else None
@@ -225,7 +229,7 @@ def critic_scores(critic: nn.Module, pairs: np.ndarray, cfg: GANConfig, batch_si
            for a in range(0, len(pairs), batch_size)]
     return torch.cat(out).numpy().astype(np.float64)
 
-# %% ../../nbs/api/09g_privacy.audit.ipynb #0e6bb314
+# %% ../../nbs/api/09g_privacy.audit.ipynb #148dd2f3
 AUDIT_FORMAT = "tof3dgan-audit-1"
 
 def _subset(n: int, m: int, seed: int) -> np.ndarray:
@@ -244,6 +248,11 @@ def audit(model, train, holdout, out=None, n_synthetic: int | None = None, n_rea
           n_boot: int = 1000, goal_auc: float = 0.6, k_show: int = 4, seed: int = 0, device="cpu", overwrite: bool = False,
           progress: bool = True) -> dict:
     "Memorisation, membership inference and epsilon of `model` against `train` (members) and `holdout` (non-members); with `out`, audit.json + audit.png."
+    for ok, msg in ((n_boot >= 100, f"n_boot must be at least 100 bootstrap resamples (got {n_boot})"),
+                    (0.5 <= goal_auc <= 1, f"goal_auc must lie between 0.5 (chance) and 1 (got {goal_auc})"),
+                    (n_synthetic is None or n_synthetic >= 2, f"n_synthetic must be at least 2 (got {n_synthetic})"),
+                    (n_real is None or n_real >= 2, f"n_real must be at least 2 (got {n_real})")):
+        if not ok: raise TofError(f"Invalid audit setting: {msg}.")
     t0, device = time.time(), resolve_device(device)
     src = load_source(model, device)
     cfg = src["cfg"]
