@@ -14,11 +14,11 @@ from torch import nn
 from .core import GANConfig, TofError, atomic_write, sha256_file
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'LOAD_ERRORS', 'RESUME_KEYS', 'GEN_FORMAT', 'save_checkpoint', 'link_latest', 'rotate',
+__all__ = ['CKPT_FORMAT', 'LOAD_ERRORS', 'RESUME_KEYS', 'GEN_FORMAT', 'save_checkpoint', 'link_latest', 'rotate', 'save_epoch',
            'verify_checkpoint', 'load_checkpoint', 'load_state', 'latest_valid', 'check_resume', 'export_generator',
            'read_generator_file']
 
-# %% ../nbs/api/05b_checkpoint.ipynb #66434388
+# %% ../nbs/api/05b_checkpoint.ipynb #912be38f
 CKPT_FORMAT = "tof3dgan-checkpoint-1"
 
 def _sidecar(path) -> Path: return Path(str(path) + ".sha256")
@@ -60,6 +60,14 @@ def rotate(folder, keep: int) -> list:
     for f in gone:
         f.unlink(missing_ok=True); _sidecar(f).unlink(missing_ok=True)
     return gone
+
+def save_epoch(state: dict, out, epoch: int, keep_last: int) -> Path:
+    "A run folder's epoch checkpoint: write `out/checkpoints/epoch_NNNN.pt`, point `out/checkpoint.pt` at it, keep the last `keep_last`."
+    out = Path(out)
+    p = save_checkpoint(state, out / "checkpoints" / f"epoch_{epoch:04d}.pt")
+    link_latest(p, out / "checkpoint.pt")
+    rotate(out / "checkpoints", keep_last)
+    return p
 
 # %% ../nbs/api/05b_checkpoint.ipynb #71161556
 LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
