@@ -23,7 +23,8 @@ from .checkpoint import RESUME_KEYS, check_resume, latest_valid, load_state, sav
 from .viz import pair_grid, save_fig
 
 # %% auto #0
-__all__ = ['init_distributed', 'Trainer', 'check_training_pairs', 'resume_point', 'interpolate', 'gradient_penalty']
+__all__ = ['init_distributed', 'Trainer', 'check_training_pairs', 'resume_point', 'interpolate', 'gradient_penalty',
+           'save_snapshot']
 
 # %% ../nbs/api/08_train.ipynb #7187df90
 def init_distributed() -> tuple[int, int]:
@@ -373,7 +374,7 @@ def fit(self: Trainer, epochs: int | None = None) -> Trainer:
     if self.tb: self.tb.flush()
     return self
 
-# %% ../nbs/api/08_train.ipynb #1cd2a985
+# %% ../nbs/api/08_train.ipynb #e2df7e11
 @patch
 def _flush(self: Trainer, bar):
     "Turn the pending steps' loss tensors into log rows with one device sync (averaged over processes)."
@@ -413,10 +414,13 @@ def write_log(self: Trainer) -> Path:
     "Rewrite `log.csv` from the history (atomically)."
     return write_rows_csv(self.history, self.out / "log.csv")
 
+def save_snapshot(G, z, cfg: GANConfig, out, epoch: int, title: str, autocast=None) -> Path:
+    "The generator's samples for the fixed noise `z`, labels thresholded, as `out/snapshots/epoch_NNNN.png` (every trainer's)."
+    fake = sample(G, z, cfg.sample_bn, autocast).cpu().numpy()
+    fake[:, 1] = binarise_output(fake[:, 1], cfg.threshold, cfg.label_encoding)
+    return save_fig(pair_grid({title: fake}, cfg.spacing, n=len(fake)), Path(out) / "snapshots" / f"epoch_{epoch:04d}.png", dpi=60)
+
 @patch
 def snapshot(self: Trainer) -> Path:
     "Save the fixed-noise samples of this epoch as `snapshots/epoch_NNNN.png`."
-    fake = sample(self.G, self.fixed_z, self.cfg.sample_bn, self.autocast()).cpu().numpy()
-    fake[:, 1] = binarise_output(fake[:, 1], self.cfg.threshold, self.cfg.label_encoding)
-    fig = pair_grid({f"epoch {self.epoch}": fake}, self.cfg.spacing, n=len(fake))
-    return save_fig(fig, self.out / "snapshots" / f"epoch_{self.epoch:04d}.png", dpi=60)
+    return save_snapshot(self.G, self.fixed_z, self.cfg, self.out, self.epoch, f"epoch {self.epoch}", self.autocast())
