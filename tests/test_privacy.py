@@ -324,3 +324,11 @@ def test_audit_bad_input_is_one_sentence(quick_run, tmp_path, capsys, extra, exp
 def test_audit_takes_a_run_folder_for_its_checkpoint(quick_run):
     res = audit(quick_run, "phantom", "phantom:1", n_boot=100, progress=False)
     assert res["model"]["kind"] == "checkpoint" and res["membership"]["white_box_critic"]["auc"] is not None
+
+def test_train_dp_options_are_dpconfig_fields():
+    "The CLI's differential-privacy group maps one to one onto DPConfig (no hand-kept list of names)."
+    import dataclasses
+    from tof3dgan import cli
+    a = cli.parser().parse_args(["train", "--preset", "dp", "--out", "x", "--dp-engine", "func", "--target-epsilon", "5"])
+    assert set(a.dp_options) == {f.name for f in dataclasses.fields(DPConfig)}
+    assert cli._dp_config(a) == DPConfig(noise_multiplier=None, target_epsilon=5.0, engine="func")

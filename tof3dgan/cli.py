@@ -12,11 +12,11 @@ from fastcore.docments import docments
 from .core import GAN_CHOICES, PRESETS, GANConfig, TofError, get_preset, with_warnings
 
 # %% auto #0
-__all__ = ['DP_OPTIONS', 'add_config_options', 'cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_render', 'cmd_prepare', 'cmd_export',
+__all__ = ['add_config_options', 'cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_render', 'cmd_prepare', 'cmd_export',
            'cmd_evaluate', 'cmd_segment_train', 'cmd_segment_predict', 'cmd_segment_score', 'cmd_audit', 'cmd_presets',
            'HelpFormatter', 'parser', 'main']
 
-# %% ../nbs/api/11_cli.ipynb #d998c616
+# %% ../nbs/api/11_cli.ipynb #cd0b32c2
 def _tuple_of(kind, n: int, flag: str):
     def parse(s: str) -> tuple:
         try: v = tuple(kind(x) for x in s.split(","))
@@ -39,25 +39,22 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
         else: kw["type"] = type(default)
         p.add_argument(flag, **kw)
 
-def _overrides(a) -> dict:
-    "The `GANConfig` fields set on the command line."
-    return {f.name: getattr(a, f.name) for f in dataclasses.fields(GANConfig) if getattr(a, f.name, None) is not None}
+def _overrides(a, cls=GANConfig) -> dict:
+    "The fields of settings dataclass `cls` (default `GANConfig`) set on the command line."
+    return {f.name: getattr(a, f.name) for f in dataclasses.fields(cls) if getattr(a, f.name, None) is not None}
 
-# %% ../nbs/api/11_cli.ipynb #080953c7
+# %% ../nbs/api/11_cli.ipynb #443e7155
 def cmd_demo(a):
     from tof3dgan.demo import run_demo
     s = run_demo(a.out, preset=a.preset, device=a.device, n_generate=a.n, overwrite=a.overwrite, progress=not a.quiet)
     print(f"\nDemo finished in {s['seconds']['total']:.0f} s on {s['device']} (preset {s['preset']}).")
     for k, v in s["paths"].items(): print(f"  {k:<10} {v}")
 
-DP_OPTIONS = ("noise_multiplier", "target_epsilon", "max_grad_norm", "delta", "weight_clip", "dp_engine", "dp_init")
-
 def _dp_config(a):
     "The `DPConfig` of a `train` command line, or None when it asks for no differential privacy."
-    given = {k: getattr(a, k) for k in DP_OPTIONS if getattr(a, k, None) is not None}
-    if a.preset != "dp" and not given: return None
+    kw = {k: getattr(a, k) for k in a.dp_options if getattr(a, k) is not None}     # the DP group's options (DPConfig fields)
+    if a.preset != "dp" and not kw: return None
     from tof3dgan.privacy.dp import DPConfig
-    kw = {{"dp_engine": "engine", "dp_init": "init"}.get(k, k): v for k, v in given.items()}
     if "target_epsilon" in kw and "noise_multiplier" not in kw: kw["noise_multiplier"] = None
     if kw.get("weight_clip") == 0: kw["weight_clip"] = None
     return DPConfig(**kw)
@@ -160,11 +157,9 @@ def cmd_evaluate(a):
     print(f"Wrote metrics.json, metrics.csv, prd.png, prd_curve.csv, topology.csv, real_stats.npz to {a.out}")
 
 def cmd_segment_train(a):
-    from tof3dgan.segment.unet import seg_preset
+    from tof3dgan.segment.unet import SegConfig, seg_preset
     from tof3dgan.segment.train import train_unet
-    over = {k: v for k, v in (("arch", a.arch), ("epochs", a.epochs), ("steps_per_epoch", a.steps_per_epoch),
-                              ("patience", a.patience), ("min_epochs", a.min_epochs), ("batch_size", a.batch_size), ("lr", a.lr), ("seed", a.seed),
-                              ("precision", a.precision)) if v is not None}
+    over = _overrides(a, SegConfig)
     if a.channels: over["channels"] = tuple(int(c) for c in _floats(a.channels, None, "--channels"))
     cfg = seg_preset(a.preset, **over)
     train = ([a.data] if a.data else []) + list(a.synthetic or [])
@@ -348,13 +343,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     add_config_options(t)
     dpg = t.add_argument_group("differential privacy (appendix B; on with --preset dp or any of these options)")
-    dpg.add_argument("--noise-multiplier", type=float, help="sigma: noise std / max grad norm (paper 0.1, 0.3, 0.5; default 0.5)")
-    dpg.add_argument("--target-epsilon", type=float, help="instead of sigma: the epsilon the planned epochs may spend")
-    dpg.add_argument("--max-grad-norm", type=float, help="C: each pair's critic gradient is clipped to this norm (default 1)")
-    dpg.add_argument("--delta", type=float, help="delta of (epsilon, delta)-DP (default 1 / number of training pairs)")
-    dpg.add_argument("--weight-clip", type=float, help="WGAN weight clipping of the critic (default 0.01; 0: off)")
-    dpg.add_argument("--dp-engine", choices=["opacus", "func"], help="opacus hooks (the paper's; default) or torch.func (allows --gp-lambda)")
-    dpg.add_argument("--dp-init", choices=["default", "authors"], help="PyTorch's initialisation (the authors' DP run; default) or the authors' init")
+    dp_options = [
+        dpg.add_argument("--noise-multiplier", type=float, help="sigma: noise std / max grad norm (paper 0.1, 0.3, 0.5; default 0.5)"),
+        dpg.add_argument("--target-epsilon", type=float, help="instead of sigma: the epsilon the planned epochs may spend"),
+        dpg.add_argument("--max-grad-norm", type=float, help="C: each pair's critic gradient is clipped to this norm (default 1)"),
+        dpg.add_argument("--delta", type=float, help="delta of (epsilon, delta)-DP (default 1 / number of training pairs)"),
+        dpg.add_argument("--weight-clip", type=float, help="WGAN weight clipping of the critic (default 0.01; 0: off)"),
+        dpg.add_argument("--dp-engine", dest="engine", choices=["opacus", "func"], help="opacus hooks (the paper's; default) or torch.func (allows --gp-lambda)"),
+        dpg.add_argument("--dp-init", dest="init", choices=["default", "authors"], help="PyTorch's initialisation (the authors' DP run; default) or the authors' init"),
+    ]
+    t.set_defaults(dp_options=tuple(x.dest for x in dp_options))     # DPConfig's fields, read by _dp_config
     _common(t)
     t.set_defaults(fn=cmd_train)
 

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 # %% auto #0
-__all__ = ['GAN_CHOICES', 'PRESETS', 'REAL_DATA_HINT', 'TofError', 'TofWarning', 'warn', 'with_warnings', 'GANConfig',
+__all__ = ['GAN_CHOICES', 'PRESETS', 'REAL_DATA_HINT', 'TofError', 'TofWarning', 'warn', 'with_warnings', 'Settings', 'GANConfig',
            'get_preset', 'make_generator', 'seed_everything', 'resolve_device', 'real_data_dir', 'atomic_write',
            'write_json', 'write_rows_csv', 'check_out_dir', 'staging_dir', 'sha256_file', 'run_record', 'InlineFigure']
 
@@ -39,13 +39,25 @@ def with_warnings(f, *args, show: bool = True, **kwargs) -> tuple:
         if show or not issubclass(w.category, TofWarning): warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return r, [str(w.message) for w in caught if issubclass(w.category, TofWarning)]
 
-# %% ../nbs/api/01_core.ipynb #04f32823
+# %% ../nbs/api/01_core.ipynb #7012eb07
 GAN_CHOICES = {"critic_norm": ("instance", "spectral", "none"), "g_norm": ("batch", "group"), "gp_mode": ("per_sample", "batch"),
                "precision": ("fp32", "mixed", "fp16", "bf16"), "label_encoding": ("paper", "symmetric"),
                "sample_bn": ("train", "eval")}   # the allowed values of GANConfig's string settings (the CLI offers them)
 
+class Settings:
+    "`to_dict` / `from_dict` for the settings dataclasses (GANConfig, segment.unet.SegConfig, privacy.dp.DPConfig)."
+    def to_dict(self) -> dict:
+        "Plain JSON-able dict (tuples become lists)."
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        "Rebuild from `to_dict`, ignoring unknown keys written by newer versions."
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
 @dataclass
-class GANConfig:
+class GANConfig(Settings):
     "Every setting of a tof3dgan GAN run; presets are instances of this class."
     name: str = "custom"             # preset name, recorded in every output
     width: int = 512                 # critic's widest / generator's first channel count `w`
@@ -99,16 +111,6 @@ class GANConfig:
                    "fake's graph); drop one of them")]
         for ok, msg in checks:
             if not ok: raise TofError(f"Invalid GAN setting: {msg}.")
-
-    def to_dict(self) -> dict:
-        "Plain JSON-able dict (tuples become lists)."
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GANConfig":
-        "Rebuild from `to_dict`, ignoring unknown keys written by newer versions."
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 # %% ../nbs/api/01_core.ipynb #c912ffce
 _PAPER = dict(width=512, patch=(128, 128, 64), batch_size=4, epochs=100, n_train=2350)
