@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, assert_one_line_error
 
 def _one_error_line(r):
     assert r.returncode == 2, (r.returncode, r.stderr)
@@ -154,7 +154,8 @@ def test_train_on_a_store_honours_n_train_and_says_what_will_run(small_store, tm
     r = run_cli("train", "--preset", "quick", "--data", small_store / "store", "--out", tmp_path / "run", "--quiet", check=True)
     plan = next(l for l in r.stdout.splitlines() if l.startswith("Training "))
     assert plan == (f"Training quick on 8 pairs (store {small_store / 'store'}, seeded subset of {n_store}): "
-                    "4 steps/epoch x 2 epochs, cpu, 1 thread"), plan
+                    "4 steps/epoch x 2 epochs, cpu, 1 thread (OMP_NUM_THREADS), fast path: channels_last, fused_adam, "
+                    "fused_upsample"), plan
     assert r.stdout.index(plan) < r.stdout.index("Trained quick")                  # said before training
     assert "(8 steps" in r.stdout and json.loads((tmp_path / "run" / "config.json").read_text())["n_train"] == 8
     r = run_cli("train", "--preset", "quick", "--n-train", 1000, "--epochs", 1, "--data", small_store / "store", "--out",
@@ -179,3 +180,14 @@ def test_outputs_follow_the_umask(small_store, tmp_path, umask):
         assert mode(root) == 0o777 & ~umask, (root, oct(mode(root)))
         for p in root.rglob("*"):
             assert mode(p) == (0o777 if p.is_dir() else 0o666) & ~umask, (p, oct(mode(p)))
+
+def test_threads_and_the_fast_path_are_chosen_and_recorded(tmp_path, capsys):
+    "--threads wins over OMP_NUM_THREADS, the fast path resolves per device, an explicit --no-... wins; both land in run.json."
+    run_cli("train", "--preset", "quick", "--epochs", "1", "--out", tmp_path / "run", "--quiet", "--threads", "2",
+            "--no-fused-upsample", check=True)
+    rj = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (rj["threads"]["threads"], rj["threads"]["source"]) == (2, "requested"), rj["threads"]
+    assert rj["fast_path"] == {"channels_last": True, "fused_adam": True, "fused_upsample": False}, rj["fast_path"]
+    assert rj["config"]["fused_upsample"] is False and rj["config"]["channels_last"] is None   # the request, as given
+    assert_one_line_error(["train", "--preset", "quick", "--out", tmp_path / "bad", "--threads", "0"], tmp_path, capsys,
+                          "--threads must be 1 or more", must_not_exist=("bad",))

