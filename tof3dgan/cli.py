@@ -45,7 +45,7 @@ def _overrides(a, cls=GANConfig) -> dict:
     "The fields of settings dataclass `cls` (default `GANConfig`) set on the command line."
     return {f.name: getattr(a, f.name) for f in dataclasses.fields(cls) if getattr(a, f.name, None) is not None}
 
-# %% ../nbs/api/11_cli.ipynb #c04cd598
+# %% ../nbs/api/11_cli.ipynb #8c803884
 def cmd_demo(a):
     from tof3dgan.demo import run_demo
     s = run_demo(a.out, preset=a.preset, device=a.device, n_generate=a.n, overwrite=a.overwrite, progress=not a.quiet)
@@ -172,7 +172,7 @@ def cmd_segment_train(a):
     val = a.val or a.data
     if val is None:
         raise TofError("Training on --synthetic pairs alone needs real validation patients: pass --val STORE (a patch store from `tof3dgan prepare`).")
-    tr = train_unet(cfg, train, val, a.out, device=a.device, resume=a.resume, progress=not a.quiet)
+    tr = train_unet(cfg, train, val, a.out, device=a.device, resume=a.resume, progress=not a.quiet, threads=a.threads)
     print(f"Trained U-Net ({cfg.name}) for {tr.epoch} epochs, {tr.step} steps{' (stopped early)' if tr.stopped else ''}; "
           f"best validation DSC {tr.best['dsc']:.3f} at epoch {tr.best['epoch']}: {tr.best_path}")
 
