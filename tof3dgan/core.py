@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 # %% auto #0
 __all__ = ['GAN_CHOICES', 'PRESETS', 'FAST_PATH_FIELDS', 'REAL_DATA_HINT', 'TofError', 'TofWarning', 'warn', 'with_warnings',
            'Settings', 'GANConfig', 'get_preset', 'make_generator', 'seed_everything', 'resolve_device', 'fast_path',
-           'available_cores', 'register_cpu_user', 'cpu_peers', 'cpu_threads', 'set_threads', 'rebalance_threads',
-           'real_data_dir', 'atomic_write', 'write_json', 'write_rows_csv', 'check_out_dir', 'staging_dir',
-           'sha256_file', 'run_record', 'InlineFigure']
+           'available_cores', 'register_cpu_user', 'unregister_cpu_user', 'cpu_peers', 'cpu_threads', 'set_threads',
+           'rebalance_threads', 'real_data_dir', 'atomic_write', 'write_json', 'write_rows_csv', 'check_out_dir',
+           'staging_dir', 'sha256_file', 'run_record', 'InlineFigure']
 
 # %% ../nbs/api/01_core.ipynb #c012e52f
 class TofError(Exception):
@@ -172,7 +172,7 @@ def fast_path(cfg: GANConfig, device) -> dict:
     if dev == "cpu" and cfg.precision != "fp32": dflt["channels_last"] = False   # with bf16: non-finite critic steps (see above)
     return {k: dflt[k] if getattr(cfg, k) is None else bool(getattr(cfg, k)) for k in FAST_PATH_FIELDS}
 
-# %% ../nbs/api/01_core.ipynb #0666c785
+# %% ../nbs/api/01_core.ipynb #4c4d6ecb
 def _cpu_quota() -> int | None:
     "The container's CPU quota in whole cores (cgroup v2 `cpu.max`, else v1 cfs files), or None when unlimited."
     try:
@@ -207,6 +207,10 @@ def register_cpu_user(pid: int | None = None) -> Path:
         f.write_text(_start_time(pid))
         if pid == os.getpid(): atexit.register(lambda: f.unlink(missing_ok=True))
     return f
+
+def unregister_cpu_user() -> None:
+    "Remove this process's entry now (for exits that skip `atexit`, such as `os._exit`)."
+    (_PEER_DIR / str(os.getpid())).unlink(missing_ok=True)
 
 def cpu_peers() -> int:
     "How many registered tof3dgan processes are alive on this machine now (stale entries are removed); at least 1."
