@@ -204,7 +204,8 @@ def main():
     else: print(f"\nreference comparison failed: {pr['error']}")
     out = Path(a.out) if a.out else Path(__file__).parent / "results" / f"train_{'gpu' if dev.type == 'cuda' else 'cpu'}{'_quick' if a.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": m, "peak_flops": peak, "rows": rows, "reference_vs_ours": pr, "args": vars(a)}, indent=2) + "\n")
+    out.write_text(json.dumps({"machine": m, "peak_flops": peak, "rows": rows, "reference_vs_ours": pr,
+                               "ladder_rows": ladder_table(pr) if "error" not in pr else [], "args": vars(a)}, indent=2) + "\n")
     print(f"\nwrote {out}")
 
 def adam(a, dev):
@@ -251,7 +252,8 @@ def paper_cpu(a, dev):
           f"paper_sn architecture, {'32x32x16, batch 2 (--quick)' if a.quick else '128x128x64, batch 4'}, fp32; median of {a.repeats} alternating rounds x {a.steps} steps:\n")
     print(table(out_rows, ["width", "loop", "s/step", "vs reference", "vs row above"]))
     out = Path(a.out) if a.out else Path(__file__).parent / "results" / f"train_paper_cpu{'_quick' if a.quick else ''}.json"
-    out.write_text(json.dumps({"machine": m, "load_average_end": os.getloadavg(), "ladder": res, "args": vars(a)}, indent=2) + "\n")
+    out.write_text(json.dumps({"machine": m, "load_average_end": os.getloadavg(), "ladder": res, "ladder_rows": out_rows,
+                               "args": vars(a)}, indent=2) + "\n")
     print(f"\nwrote {out}")
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ def test_bench_train_quick_smoke(tmp_path):
     assert not any(fp["ours, fast path off"].values()) and all(fp["+ fused_upsample"].values())
     assert fp["defaults"] == {"channels_last": True, "fused_adam": True, "fused_upsample": True}   # the CPU's defaults
     assert "vs reference" in r.stdout
+    assert [row["loop"] for row in res["ladder_rows"]] == list(ladder["s_per_step"])   # the table the docs page shows
     assert "samples/s" in r.stdout
 
 def test_bench_train_paper_cpu_ladder_smoke(tmp_path):
@@ -27,4 +28,6 @@ def test_bench_train_paper_cpu_ladder_smoke(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())["ladder"]["w16"]
     assert all(v > 0 for v in res["s_per_step"].values()) and len(res["s_per_step"]) == 8
+    rows = json.loads(out.read_text())["ladder_rows"]
+    assert len(rows) == 8 and rows[-1]["vs row above"].endswith("x") and {r["width"] for r in rows} == {16}
     assert "vs row above" in r.stdout and "defaults + reuse_fake (opt-in)" in r.stdout
