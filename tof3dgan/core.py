@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 # %% auto #0
-__all__ = ['GAN_CHOICES', 'PRESETS', 'FAST_PATH_FIELDS', 'REAL_DATA_HINT', 'TofError', 'TofWarning', 'warn', 'with_warnings',
+__all__ = ['GAN_CHOICES', 'FAST_PATH_FIELDS', 'PRESETS', 'REAL_DATA_HINT', 'TofError', 'TofWarning', 'warn', 'with_warnings',
            'Settings', 'GANConfig', 'get_preset', 'make_generator', 'seed_everything', 'resolve_device', 'fast_path',
            'available_cores', 'register_cpu_user', 'unregister_cpu_user', 'cpu_peers', 'cpu_threads', 'set_threads',
            'rebalance_threads', 'real_data_dir', 'atomic_write', 'write_json', 'write_rows_csv', 'check_out_dir',
@@ -41,10 +41,11 @@ def with_warnings(f, *args, show: bool = True, **kwargs) -> tuple:
         if show or not issubclass(w.category, TofWarning): warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return r, [str(w.message) for w in caught if issubclass(w.category, TofWarning)]
 
-# %% ../nbs/api/01_core.ipynb #a54932a6
+# %% ../nbs/api/01_core.ipynb #0319a6be
 GAN_CHOICES = {"critic_norm": ("instance", "spectral", "none"), "g_norm": ("batch", "group"), "gp_mode": ("per_sample", "batch"),
                "precision": ("fp32", "mixed", "fp16", "bf16"), "label_encoding": ("paper", "symmetric"),
                "sample_bn": ("train", "eval")}   # the allowed values of GANConfig's string settings (the CLI offers them)
+FAST_PATH_FIELDS = ("channels_last", "fused_adam", "fused_upsample")   # speed settings whose None means "the device's default"
 
 class Settings:
     "`to_dict` / `from_dict` for the settings dataclasses (GANConfig, segment.unet.SegConfig, privacy.dp.DPConfig)."
@@ -109,7 +110,7 @@ class GANConfig(Settings):
                    f"an InstanceNorm critic needs a patch larger than 16 voxels along some axis (got {self.patch})"),
                   (self.batch_size >= 1 and self.epochs >= 1 and self.n_critic >= 1, "batch_size, epochs, n_critic >= 1"),
                   (not (self.reuse_fake and self.n_critic != 1), "reuse_fake needs n_critic = 1"),
-                  (all(getattr(self, k) in (None, True, False) for k in ("channels_last", "fused_adam", "fused_upsample")),
+                  (all(getattr(self, k) in (None, True, False) for k in FAST_PATH_FIELDS),
                    "channels_last, fused_adam and fused_upsample must be True, False or None (the device's default)"),
                   (not (self.reuse_fake and self.gp_through_g),
                    "reuse_fake cannot be combined with gp_through_g (the critic step's backward through G frees the reused "
@@ -160,8 +161,7 @@ def resolve_device(device: str | None = "auto") -> torch.device:
         raise TofError(f"Device {device!r} was requested but no CUDA GPU is visible; use --device cpu.")
     return dev
 
-# %% ../nbs/api/01_core.ipynb #1ee4e56b
-FAST_PATH_FIELDS = ("channels_last", "fused_adam", "fused_upsample")
+# %% ../nbs/api/01_core.ipynb #173a289e
 _FAST_DEFAULTS = {"cpu": {"channels_last": True, "fused_adam": True, "fused_upsample": True},
                   "cuda": {"channels_last": False, "fused_adam": True, "fused_upsample": False}}
 
@@ -172,7 +172,7 @@ def fast_path(cfg: GANConfig, device) -> dict:
     if dev == "cpu" and cfg.precision != "fp32": dflt["channels_last"] = False   # with bf16: non-finite critic steps (see above)
     return {k: dflt[k] if getattr(cfg, k) is None else bool(getattr(cfg, k)) for k in FAST_PATH_FIELDS}
 
-# %% ../nbs/api/01_core.ipynb #4c4d6ecb
+# %% ../nbs/api/01_core.ipynb #3aa3f6d3
 def _cpu_quota() -> int | None:
     "The container's CPU quota in whole cores (cgroup v2 `cpu.max`, else v1 cfs files), or None when unlimited."
     try:
@@ -197,15 +197,18 @@ def _start_time(pid: int) -> str:
     try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError): return ""
 
-def register_cpu_user(pid: int | None = None) -> Path:
-    "Mark this process (or `pid`) as a tof3dgan process computing on this machine's CPU, until it exits."
+def register_cpu_user(pid: int | None = None) -> Path | None:
+    "Mark this process (or `pid`) as a tof3dgan process computing on this machine's CPU, until it exits; None if it cannot."
     import atexit
     pid = pid or os.getpid()
-    _PEER_DIR.mkdir(parents=True, exist_ok=True)
     f = _PEER_DIR / str(pid)
-    if not f.exists():
-        f.write_text(_start_time(pid))
-        if pid == os.getpid(): atexit.register(lambda: f.unlink(missing_ok=True))
+    if f.exists(): return f
+    try:
+        _PEER_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = _PEER_DIR / f".{pid}.tmp"                    # written whole, then renamed: a reader never sees it half-written
+        tmp.write_text(_start_time(pid)); os.replace(tmp, f)
+    except OSError: return None                            # a read-only temporary folder: run alone, never fail for it
+    if pid == os.getpid(): atexit.register(lambda: f.unlink(missing_ok=True))
     return f
 
 def unregister_cpu_user() -> None:
@@ -253,6 +256,7 @@ def set_threads(requested: int | None = None) -> dict:
 def rebalance_threads(info: dict) -> int:
     "Re-apply the default thread choice now (other tof3dgan processes may have started or ended); keeps a requested or OMP_NUM_THREADS count."
     if info.get("source") not in ("requested", "OMP_NUM_THREADS"):
+        register_cpu_user()                                # again, should the entry have been removed meanwhile
         n = cpu_threads()[0]
         if torch.get_num_threads() != n: torch.set_num_threads(n)
     return torch.get_num_threads()
