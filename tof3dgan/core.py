@@ -161,7 +161,7 @@ def resolve_device(device: str | None = "auto") -> torch.device:
         raise TofError(f"Device {device!r} was requested but no CUDA GPU is visible; use --device cpu.")
     return dev
 
-# %% ../nbs/api/01_core.ipynb #173a289e
+# %% ../nbs/api/01_core.ipynb #26a99008
 _FAST_DEFAULTS = {"cpu": {"channels_last": True, "fused_adam": True, "fused_upsample": True},
                   "cuda": {"channels_last": False, "fused_adam": True, "fused_upsample": False}}
 
@@ -169,7 +169,11 @@ def fast_path(cfg: GANConfig, device) -> dict:
     "The speed settings `cfg` resolves to on `device`: its explicit values, else the device's measured defaults."
     dev = torch.device(device).type
     dflt = dict(_FAST_DEFAULTS.get(dev, {k: False for k in FAST_PATH_FIELDS}))
-    if dev == "cpu" and cfg.precision != "fp32": dflt["channels_last"] = False   # with bf16: non-finite critic steps (see above)
+    cl_unsafe = dev == "cpu" and cfg.precision != "fp32"   # with bf16: non-finite critic steps (see above)
+    if cl_unsafe: dflt["channels_last"] = False
+    if cl_unsafe and cfg.channels_last:
+        warn("channels_last with bf16 on a CPU gave non-finite critic gradients in our runs (those steps are skipped and "
+             "counted in log.csv); drop --channels-last or train in fp32.")
     return {k: dflt[k] if getattr(cfg, k) is None else bool(getattr(cfg, k)) for k in FAST_PATH_FIELDS}
 
 # %% ../nbs/api/01_core.ipynb #3aa3f6d3
