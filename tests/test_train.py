@@ -231,3 +231,41 @@ def test_bf16_on_a_cpu_keeps_the_contiguous_format_and_warns_when_forced(pairs, 
     assert t.fast == {"channels_last": False, "fused_adam": True, "fused_upsample": True}
     with pytest.warns(UserWarning, match="channels_last with bf16 on a CPU"):
         Trainer(get_preset("quick", precision="bf16", channels_last=True), pairs, tmp_path / "b", progress=False, tensorboard=False)
+
+def test_generator_weight_average_is_exact_resumes_and_is_what_is_shared(pairs, tmp_path):
+    "g_ema: the average follows its formula step by step, leaves training unchanged, resumes exactly and is what export/generate use."
+    from tof3dgan.checkpoint import export_generator, read_generator_file
+    from tof3dgan.generate import load_generator
+    cfg = get_preset("quick", epochs=2, g_ema=0.9)
+    plain = Trainer(get_preset("quick", epochs=2), pairs, tmp_path / "plain", progress=False, tensorboard=False).fit()
+    t = Trainer(cfg, pairs, tmp_path / "ema", progress=False, tensorboard=False)
+    after = []                                                    # the generator's weights after every step
+    step = t.train_step
+    def record(*a):
+        row = step(*a); after.append([p.detach().clone() for p in t.G.parameters()]); return row
+    t.train_step = record
+    t.fit()
+    want = [p.detach().clone() for p in Trainer(cfg, pairs, tmp_path / "init", progress=False, tensorboard=False).G.parameters()]
+    for s, w in enumerate(after):
+        d = min(0.9, (1 + s) / (10 + s))
+        want = [d * a + (1 - d) * b for a, b in zip(want, w)]
+    assert len(after) == t.step == 2 * len(pairs) // cfg.batch_size
+    for a, b in zip(t.G_ema.parameters(), want): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(plain.G.state_dict().values(), t.G.state_dict().values()))  # training unchanged
+    # resumed after epoch 1: the same average
+    Trainer(get_preset("quick", epochs=1, g_ema=0.9), pairs, tmp_path / "res", progress=False, tensorboard=False).fit()
+    r = Trainer(cfg, pairs, tmp_path / "res", resume=True, progress=False, tensorboard=False).fit()
+    assert all(torch.equal(a, b) for a, b in zip(r.G_ema.state_dict().values(), t.G_ema.state_dict().values()))
+    # shared: export and generate take the average; --last-weights / average=False the last weights
+    ck = tmp_path / "ema" / "checkpoint.pt"
+    sd, _ = read_generator_file(export_generator(ck, tmp_path / "avg.safetensors"))
+    assert all(torch.equal(sd[k], v) for k, v in t.G_ema.state_dict().items())
+    g, _ = load_generator(ck, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), t.G_ema.state_dict().values()))
+    g, _ = load_generator(ck, "cpu", average=False)
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), t.G.state_dict().values()))
+    out = run_cli("export", "--checkpoint", ck, "--out", tmp_path / "last.safetensors", "--last-weights", check=True).stdout
+    assert "(last weights)" in out
+    sd, _ = read_generator_file(tmp_path / "last.safetensors")
+    assert all(torch.equal(sd[k], v) for k, v in t.G.state_dict().items())
+    assert "(weight average (g_ema))" in run_cli("export", "--checkpoint", ck, "--out", tmp_path / "a2.safetensors", check=True).stdout

@@ -15,8 +15,8 @@ from .core import GANConfig, TofError, atomic_write, sha256_file
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'LOAD_ERRORS', 'RESUME_KEYS', 'GEN_FORMAT', 'save_checkpoint', 'link_latest', 'rotate', 'save_epoch',
-           'verify_checkpoint', 'load_checkpoint', 'load_state', 'latest_valid', 'check_resume', 'export_generator',
-           'read_generator_file']
+           'verify_checkpoint', 'load_checkpoint', 'load_state', 'latest_valid', 'check_resume', 'generator_weights',
+           'export_generator', 'read_generator_file']
 
 # %% ../nbs/api/05b_checkpoint.ipynb #912be38f
 CKPT_FORMAT = "tof3dgan-checkpoint-1"
@@ -135,7 +135,7 @@ def check_resume(out, cfg: GANConfig, verbose: bool = True) -> dict:
     if verbose: print(f"resume: continuing from {best.name} (epoch {ck['epoch']})")
     return {**ck, "path": str(best), "skipped_files": [(str(p), w) for p, w in skipped]}
 
-# %% ../nbs/api/05b_checkpoint.ipynb #ea5dcfd4
+# %% ../nbs/api/05b_checkpoint.ipynb #ae592c00
 GEN_FORMAT = "tof3dgan-generator-1"
 
 def _tensor_digest(sd: dict) -> str:
@@ -147,13 +147,19 @@ def _tensor_digest(sd: dict) -> str:
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
-def export_generator(checkpoint, out) -> Path:
-    "Write the generator of a training checkpoint as safetensors with its config and weight checksum in the metadata."
+def generator_weights(ck: dict, average: bool = True) -> tuple[dict, str]:
+    "(state dict, 'average' or 'last') of a checkpoint's generator: its weight average (`g_ema`) when it has one and `average`."
+    if average and ck.get("G_ema") is not None: return ck["G_ema"], "average"
+    return ck["G"], "last"
+
+def export_generator(checkpoint, out, average: bool = True) -> Path:
+    "Write the generator of a training checkpoint (its weight average if it has one and `average`) as safetensors with its config and weight checksum in the metadata."
     from safetensors.torch import save_file
     ck = load_checkpoint(checkpoint)
-    sd = {k: v.contiguous() for k, v in ck["G"].items()}
+    g, which = generator_weights(ck, average)
+    sd = {k: v.contiguous() for k, v in g.items()}
     meta = {"format": GEN_FORMAT, "config": json.dumps(ck["config"]), "epoch": str(ck["epoch"]),
-            "weights_sha256": _tensor_digest(sd)}
+            "weights": which, "weights_sha256": _tensor_digest(sd)}
     if ck.get("privacy"): meta["privacy"] = json.dumps(ck["privacy"])   # a DP run's epsilon travels with the shared file
     out = Path(out)
     with atomic_write(out) as tmp: save_file(sd, str(tmp), metadata=meta)

@@ -45,7 +45,7 @@ def _overrides(a, cls=GANConfig) -> dict:
     "The fields of settings dataclass `cls` (default `GANConfig`) set on the command line."
     return {f.name: getattr(a, f.name) for f in dataclasses.fields(cls) if getattr(a, f.name, None) is not None}
 
-# %% ../nbs/api/11_cli.ipynb #8ce1d4a5
+# %% ../nbs/api/11_cli.ipynb #10ed26dd
 def cmd_demo(a):
     from tof3dgan.demo import run_demo
     s = run_demo(a.out, preset=a.preset, device=a.device, n_generate=a.n, overwrite=a.overwrite, progress=not a.quiet)
@@ -144,8 +144,11 @@ def cmd_prepare(a):
 
 def cmd_export(a):
     from tof3dgan.checkpoint import export_generator
-    out = export_generator(a.checkpoint, a.out)
-    print(f"Wrote the generator of {a.checkpoint} to {out} (safetensors; config and weight checksum in its metadata)")
+    out = export_generator(a.checkpoint, a.out, average=not a.last_weights)
+    from safetensors import safe_open
+    with safe_open(str(out), "pt") as f: which = f.metadata().get("weights")
+    what = "weight average (g_ema)" if which == "average" else "last weights"
+    print(f"Wrote the generator of {a.checkpoint} ({what}) to {out} (safetensors; config and weight checksum in its metadata)")
 
 def cmd_evaluate(a):
     from tof3dgan.metrics.evaluate import evaluate
@@ -407,6 +410,8 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write a checkpoint's generator as a shareable .safetensors file")
     x.add_argument("--checkpoint", required=True, help="a training checkpoint (checkpoint.pt or a run folder's numbered one)")
     x.add_argument("--out", required=True, help="the .safetensors file to write")
+    x.add_argument("--last-weights", action="store_true",
+                   help="export the last weights of a run trained with --g-ema instead of their moving average")
     x.set_defaults(fn=cmd_export)
 
     e = sub.add_parser("evaluate", help="FID, PRD, precision/recall/density/coverage and label topology, real vs synthetic")

@@ -41,7 +41,7 @@ def with_warnings(f, *args, show: bool = True, **kwargs) -> tuple:
         if show or not issubclass(w.category, TofWarning): warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return r, [str(w.message) for w in caught if issubclass(w.category, TofWarning)]
 
-# %% ../nbs/api/01_core.ipynb #0319a6be
+# %% ../nbs/api/01_core.ipynb #4ff0d190
 GAN_CHOICES = {"critic_norm": ("instance", "spectral", "none"), "g_norm": ("batch", "group"), "gp_mode": ("per_sample", "batch"),
                "precision": ("fp32", "mixed", "fp16", "bf16"), "label_encoding": ("paper", "symmetric"),
                "sample_bn": ("train", "eval")}   # the allowed values of GANConfig's string settings (the CLI offers them)
@@ -88,6 +88,7 @@ class GANConfig(Settings):
     snapshot_n: int = 4              # samples in the per-epoch snapshot PNG
     log_every: int = 10              # steps between loss read-outs (one device sync per interval)
     reuse_fake: bool = False         # generator step reuses the critic step's fake batch (one G forward per step)
+    g_ema: float = 0.0               # decay of a moving average of the generator's weights, saved and exported (0: none)
     channels_last: bool | None = None   # channels_last_3d memory format for both networks (None: the device's default, fast_path)
     fused_adam: bool | None = None      # fused Adam kernels, else foreach (None: the device's default, fast_path)
     fused_upsample: bool | None = None  # generator's upsample+conv as one transposed conv, same maths (None: the device's default)
@@ -110,6 +111,7 @@ class GANConfig(Settings):
                    f"an InstanceNorm critic needs a patch larger than 16 voxels along some axis (got {self.patch})"),
                   (self.batch_size >= 1 and self.epochs >= 1 and self.n_critic >= 1, "batch_size, epochs, n_critic >= 1"),
                   (not (self.reuse_fake and self.n_critic != 1), "reuse_fake needs n_critic = 1"),
+                  (0.0 <= self.g_ema < 1.0, f"g_ema {self.g_ema} must be in [0, 1) (0: no weight average; 0.999 is typical)"),
                   (all(getattr(self, k) in (None, True, False) for k in FAST_PATH_FIELDS),
                    "channels_last, fused_adam and fused_upsample must be True, False or None (the device's default)"),
                   (not (self.reuse_fake and self.gp_through_g),

@@ -138,7 +138,7 @@ def noise_for_epsilon(target_epsilon: float, delta: float, q: float, steps: int)
         return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=q, steps=steps,
                                           accountant="rdp", epsilon_tolerance=0.01))
 
-# %% ../../nbs/api/09f_privacy.dp.ipynb #545c0062
+# %% ../../nbs/api/09f_privacy.dp.ipynb #85d9368c
 def _stream(seed: int, epoch: int, k: int) -> int:
     return int.from_bytes(hashlib.sha256(f"dp/{seed}/{epoch}/{k}".encode()).digest()[:8], "little") >> 1
 
@@ -158,6 +158,7 @@ class DPTrainer:
         self.threads = set_threads(threads)
         self.device = resolve_device(device)
         if cfg.precision != "fp32": raise TofError(f"DP training runs in fp32 (got precision {cfg.precision!r}); use --precision fp32.")
+        if cfg.g_ema: raise TofError(f"DP training keeps no generator weight average (got g_ema {cfg.g_ema:g}); drop --g-ema.")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1: raise TofError("DP training runs in one process; start it without torchrun.")
         self.data = check_training_pairs(data, cfg)
         self.n = len(self.data)
