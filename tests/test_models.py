@@ -13,29 +13,36 @@ from tof3dgan.pretrained import (DEFAULT_MODEL, MODEL_DIR, list_models, load_mod
 CARD_FIELDS = ("name", "summary", "sha256", "size_bytes", "config", "intended_use", "limitations", "data", "training",
                "sampling", "metrics", "checks")
 
-def test_default_model_is_shipped_with_a_complete_card():
-    assert DEFAULT_MODEL in list_models() and MODEL_DIR == ROOT / "tof3dgan" / "models"
-    card = model_card(DEFAULT_MODEL)
+SHIPPED = list_models()
+
+def test_default_model_is_shipped():
+    assert DEFAULT_MODEL in SHIPPED and MODEL_DIR == ROOT / "tof3dgan" / "models"
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_has_a_complete_card(name):
+    card = model_card(name)
     for k in CARD_FIELDS: assert k in card, k
     for k in ("steps", "epochs", "seconds", "machine", "command"): assert k in card["training"], k
     assert card["training"]["steps"] > 0 and "no GPU" in card["training"]["machine"]
     for k in ("label_fraction", "components", "largest_fraction", "label_fidelity"):
         assert k in card["metrics"]["real"] and k in card["metrics"]["synthetic"], k
-    assert (MODEL_DIR / f"{DEFAULT_MODEL}.md").read_text().count(card["sha256"]) == 1      # the readable card agrees
+    assert card["name"] == name and (MODEL_DIR / f"{name}.md").read_text().count(card["sha256"]) == 1   # the readable card agrees
 
-def test_file_checksum_and_size_match_the_card():
-    card, p = model_card(DEFAULT_MODEL), model_path(DEFAULT_MODEL, verify=False)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_file_checksum_and_size_match_the_card(name):
+    card, p = model_card(name), model_path(name, verify=False)
     assert sha256_file(p) == card["sha256"]
     assert p.stat().st_size == card["size_bytes"] and p.stat().st_size < 8 * 2**20          # a few MB
 
-def test_loads_without_unpickling_anything(monkeypatch):
+@pytest.mark.parametrize("name", SHIPPED)
+def test_loads_without_unpickling_anything(monkeypatch, name):
     def refuse(*a, **k): raise AssertionError("unpickling attempted")
     monkeypatch.setattr(pickle, "load", refuse); monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(pickle, "Unpickler", refuse); monkeypatch.setattr(torch, "load", refuse)
-    g, cfg = load_model(DEFAULT_MODEL)
-    card = model_card(DEFAULT_MODEL)["config"]                 # settings added after the card was written take their defaults
+    g, cfg = load_model(name)
+    card = model_card(name)["config"]                          # settings added after the card was written take their defaults
     assert {k: v for k, v in cfg.to_dict().items() if k in card} == card
-    assert sum(p.numel() for p in g.parameters()) == model_card(DEFAULT_MODEL)["n_parameters"]
+    assert sum(p.numel() for p in g.parameters()) == model_card(name)["n_parameters"]
 
 def _copy(root: Path, name=DEFAULT_MODEL) -> Path:
     root.mkdir(exist_ok=True)
@@ -54,11 +61,12 @@ def test_tampered_copies_are_refused(tmp_path):
     with pytest.raises(TofError, match="does not match the SHA-256"): model_path(DEFAULT_MODEL, root=root)
     (root / f"{DEFAULT_MODEL}.json").write_text("{not json")
     with pytest.raises(TofError, match="not valid JSON"): model_card(DEFAULT_MODEL, root=root)
-    with pytest.raises(TofError, match=f"No shipped model named 'nope' \\(shipped: {DEFAULT_MODEL}\\)"): load_model("nope")
+    with pytest.raises(TofError, match=f"No shipped model named 'nope' \\(shipped: {', '.join(SHIPPED)}\\)"): load_model("nope")
 
-def test_samples_are_vessel_like_within_the_shipped_bounds():
-    card = model_card(DEFAULT_MODEL); chk = card["checks"]
-    g, cfg = load_model(DEFAULT_MODEL)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_samples_are_vessel_like_within_the_shipped_bounds(name):
+    card = model_card(name); chk = card["checks"]
+    g, cfg = load_model(name)
     from tof3dgan.phantom import phantom_pairs
     ref = phantom_pairs(32, cfg.patch, cfg.phantom_shape, cfg.spacing, seed=card["metrics"]["reference_seed"], progress=False)
     fake = sample_pairs(g, cfg, chk["n_samples"], seed=chk["sample_seed"], batch_size=chk["batch_size"])
@@ -89,7 +97,8 @@ def test_wheel_carries_the_models_and_loads_them_after_install(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     whl = next((tmp_path / "w").glob("tof3dgan-*.whl"))
     names = zipfile.ZipFile(whl).namelist()
-    for ext in ("safetensors", "json", "md"): assert f"tof3dgan/models/{DEFAULT_MODEL}.{ext}" in names, ext
+    for ext in ("safetensors", "json", "md"):
+        for name in SHIPPED: assert f"tof3dgan/models/{name}.{ext}" in names, (name, ext)
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(whl)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

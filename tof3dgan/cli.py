@@ -45,7 +45,7 @@ def _overrides(a, cls=GANConfig) -> dict:
     "The fields of settings dataclass `cls` (default `GANConfig`) set on the command line."
     return {f.name: getattr(a, f.name) for f in dataclasses.fields(cls) if getattr(a, f.name, None) is not None}
 
-# %% ../nbs/api/11_cli.ipynb #10ed26dd
+# %% ../nbs/api/11_cli.ipynb #dd4d404c
 def cmd_demo(a):
     from tof3dgan.demo import run_demo
     s = run_demo(a.out, preset=a.preset, device=a.device, n_generate=a.n, overwrite=a.overwrite, progress=not a.quiet)
@@ -370,7 +370,7 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write synthetic NIfTI pairs from a checkpoint")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a training checkpoint or an exported .safetensors generator")
-    src.add_argument("--model", help="a generator shipped with tof3dgan, e.g. phantom-tof-v1 (no training needed)")
+    src.add_argument("--model", help="a generator shipped with tof3dgan, e.g. phantom-tof-v2 (no training needed)")
     g.add_argument("--n", type=int, required=True, help="number of image-label pairs to write")
     g.add_argument("--out", required=True, help="new folder: imagesTr/, labelsTr/, dataset.json (nnU-Net raw layout)")
     g.add_argument("--threshold", type=float, help="label threshold (default: preset's)")

@@ -22,10 +22,10 @@ from .generate import load_generator
 __all__ = ['MODEL_DIR', 'DEFAULT_MODEL', 'list_models', 'model_card', 'model_path', 'load_model', 'sample_pairs',
            'vessel_metrics', 'model_card_md', 'write_model_card']
 
-# %% ../nbs/api/09a_pretrained.ipynb #936ec37a
+# %% ../nbs/api/09a_pretrained.ipynb #6964b7c6
 import tof3dgan
 MODEL_DIR = Path(tof3dgan.__file__).resolve().parent / "models"     # where the shipped generators live
-DEFAULT_MODEL = "phantom-tof-v1"                                      # the one the demo and the README show
+DEFAULT_MODEL = "phantom-tof-v2"                                      # the one the demo and the README show
 
 def _root(root) -> Path: return MODEL_DIR if root is None else Path(root)
 
@@ -93,7 +93,7 @@ def vessel_metrics(fake: np.ndarray, real: np.ndarray, spacing=None, threshold: 
     out["skeleton_radius_w1_mm"] = num(summ["skeleton_radius"]["wasserstein"])
     return out
 
-# %% ../nbs/api/09a_pretrained.ipynb #51b0ec2f
+# %% ../nbs/api/09a_pretrained.ipynb #18a8f19e
 _CARD_KEYS = ("intended_use", "limitations", "data", "training", "sampling", "metrics", "checks")
 
 def model_card_md(card: dict) -> str:
@@ -119,7 +119,7 @@ def model_card_md(card: dict) -> str:
 ## Training
 Preset `{c['name']}` settings: width {c['width']}, patch {'x'.join(map(str, c['patch']))}, batch {c['batch_size']},
 critic `{c['critic_norm']}`, label encoding `{c['label_encoding']}`, n_critic {c['n_critic']}, lr_d {c['lr_d']}, lr_g {c['lr_g']},
-precision {c['precision']}, seed {c['seed']} (the full config is in `{card['name']}.json` and in the file's metadata).
+precision {c['precision']}, seed {c['seed']}{f", generator weights averaged over training with g_ema {c['g_ema']}, the file holding the average" if c.get('g_ema') else ''} (the full config is in `{card['name']}.json` and in the file's metadata).
 {t['steps']:,} generator steps ({t['epochs']} epochs over {c['n_train']:,} pairs) in {t['seconds'] / 60:.1f} min of CPU{f" ({t['wall_seconds'] / 60:.0f} min wall)" if 'wall_seconds' in t else ''} on {t['machine']}, {t.get('date', 'date not recorded')}.
 Command: `{t['command']}`
 
