@@ -10,7 +10,7 @@ SRC_AVERAGE (study_ema.py's ema0.9999_stepNNNNNN.pt); a branch is started by cop
 OUT/checkpoints into a new OUT/checkpoints (SRC_* are then not read). Every read-out also writes OUT/ema_stepNNNNNN.pt
 (a checkpoint holding the average, for `tof3dgan export`). KEEP_LAST (default 1, as in the stored runs) keeps that
 many epoch checkpoints, so that branches can start from earlier epochs."""
-import json, sys, time, shutil
+import json, os, sys, time
 from dataclasses import replace
 from pathlib import Path
 import numpy as np, torch
@@ -27,7 +27,7 @@ cpu_max = float(sys.argv[10]) if len(sys.argv) > 10 else 1e9
 data = np.ascontiguousarray(np.load(data_p, mmap_mode="r"))
 ref = np.load(ref_p)
 rsel = ref[np.random.default_rng(0).choice(len(ref), 32, replace=False)]
-cfg = get_preset("demo", n_train=len(data), snapshot_n=0, keep_last=int(__import__("os").environ.get("KEEP_LAST", 1)), patch=tuple(data.shape[2:]), width=128, g_ema=0.9999)
+cfg = get_preset("demo", n_train=len(data), snapshot_n=0, keep_last=int(os.environ.get("KEEP_LAST", 1)), patch=tuple(data.shape[2:]), width=128, g_ema=0.9999)
 out = Path(out)
 if not (out / "checkpoints").exists():          # seed the run folder: the plain run's checkpoint + the study's average
     ck = load_checkpoint(src); ema = torch.load(ema_src, map_location="cpu", weights_only=False)
@@ -37,7 +37,7 @@ if not (out / "checkpoints").exists():          # seed the run folder: the plain
     save_checkpoint(ck, out / "checkpoints" / Path(src).name)
 t_thr = calibrate_threshold(rsel[:, 0], rsel[:, 1]); seg = threshold_segmenter(t_thr)
 tr = Trainer(cfg, data, out, device="cpu", resume=True, progress=False, tensorboard=False)
-n_critic = int(__import__("os").environ.get("N_CRITIC", cfg.n_critic))
+n_critic = int(os.environ.get("N_CRITIC", cfg.n_critic))
 if n_critic != cfg.n_critic: tr.cfg = replace(tr.cfg, n_critic=n_critic)   # a branch with more critic updates per step
 if lr_scale != 1:
     for o in (tr.opt_g, tr.opt_d):
